@@ -1,0 +1,7 @@
+"""Shared pytest set-up. Fixtures live in one module per real part they start."""
+
+pytest_plugins = [
+    "tests.fixtures_lsl",
+    "tests.fixtures_grafana",
+    "tests.fixtures_influxdb",
+]

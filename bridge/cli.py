@@ -1,0 +1,251 @@
+"""Command line: ``eeg-bridge [run]``, ``eeg-bridge simulate``, ``eeg-bridge replay``.
+
+Flags are generated from the option table in :mod:`bridge.config`, so ``--help``, the
+environment variables and the README's table cannot drift apart. Bad input ends here with one
+sentence and exit status 2, before anything connects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Sequence
+
+from pydantic import SecretStr
+
+from bridge import __version__
+from bridge.config import (
+    SECRET_OPTIONS,
+    ConfigError,
+    Options,
+    Settings,
+    build_settings,
+    load_options,
+    require_stream_selector,
+)
+from bridge.logs import StatusReporter, setup_logging
+from bridge.metrics import Metrics
+from bridge.pipeline import EXIT_BAD_INPUT, EXIT_OK, Pipeline
+from bridge.simulator import SimulatorSettings
+from bridge.sinks.base import Sink
+from bridge.sinks.grafana_live import GrafanaLiveSink
+from bridge.sinks.influxdb import InfluxSink, make_writer
+from bridge.spool import Spool
+
+log = logging.getLogger("bridge")
+
+_COMMANDS = ("run", "simulate", "replay")
+
+
+def _flag(alias: str) -> str:
+    return "--" + alias.lower().replace("_", "-")
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    for field in Options.model_fields.values():
+        alias = field.alias or ""
+        if alias in SECRET_OPTIONS:
+            continue  # secrets only from env or *_FILE: a flag would show in `ps`
+        default = "-" if field.default is None else field.default
+        if field.default_factory is not None:
+            default = "~/.local/state/eeg-bridge/spool"
+        help_text = f"{field.description} [env {alias}; default: {default}]"
+        if field.annotation is bool:
+            parser.add_argument(_flag(alias), dest=alias, action="store_const", const="true", help=help_text)
+        else:
+            parser.add_argument(_flag(alias), dest=alias, metavar=alias.split("_")[-1], help=help_text)
+
+
+def _secrets_epilog() -> str:
+    names = ", ".join(SECRET_OPTIONS)
+    return (
+        f"Secrets ({names}) are read only from the environment or from a file named by the same "
+        "variable with a _FILE suffix (Docker secrets); they are never printed."
+    )
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eeg-bridge",
+        description="Stream EEG power spectra from LSL to Grafana Live (live heatmap) and InfluxDB (archive). "
+        "Commands: run (default), simulate (a synthetic EEG outlet), replay (upload a spool). "
+        "Every option can also be set by its environment variable.",
+        epilog=_secrets_epilog(),
+    )
+    parser.add_argument("--version", action="version", version=f"eeg-bridge {__version__}")
+    _add_option_flags(parser)
+    return parser
+
+
+def replay_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eeg-bridge replay",
+        description="Upload the archive spool (SPOOL_DIR) to InfluxDB, then exit: 0 when it is empty.",
+        epilog=_secrets_epilog(),
+    )
+    _add_option_flags(parser)
+    return parser
+
+
+def simulate_parser() -> argparse.ArgumentParser:
+    d = SimulatorSettings()
+    parser = argparse.ArgumentParser(
+        prog="eeg-bridge simulate", description="Publish a synthetic EEG stream on LSL until stopped."
+    )
+    parser.add_argument("--name", default=d.name, help=f"stream name [default: {d.name}]")
+    parser.add_argument("--type", default=d.type, help=f"stream type [default: {d.type}]")
+    parser.add_argument("--source-id", default=d.source_id, help=f"source_id [default: {d.source_id}]")
+    parser.add_argument("--channels", type=int, default=d.channels, help=f"channel count [default: {d.channels}]")
+    parser.add_argument("--rate", type=float, default=d.rate, help=f"sampling rate, Hz [default: {d.rate:g}]")
+    parser.add_argument("--line-hz", type=float, default=d.line_hz, help=f"mains frequency [default: {d.line_hz:g}]")
+    parser.add_argument("--chunk-ms", type=float, default=d.chunk_ms, help=f"push period, ms [default: {d.chunk_ms:g}]")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    return parser
+
+
+def _parse_settings(parser: argparse.ArgumentParser, argv: Sequence[str], *, stream_needed: bool) -> Settings:
+    args = parser.parse_args(argv)
+    options = load_options(os.environ, vars(args))
+    if stream_needed:
+        require_stream_selector(options)
+    return build_settings(options)
+
+
+def _install_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _grafana_token(settings: Settings) -> SecretStr | None:
+    grafana = settings.grafana
+    if grafana is None or grafana.token is not None:
+        return grafana.token if grafana else None
+    if grafana.admin_user and grafana.admin_password:
+        from bridge.grafana_token import GrafanaTokenError, obtain_push_token
+
+        try:
+            token = obtain_push_token(
+                grafana.url, grafana.admin_user, grafana.admin_password.get_secret_value(), role="Admin"
+            )
+            log.info("grafana: using the bridge's own service-account token")
+            return SecretStr(token)
+        except GrafanaTokenError as exc:
+            log.error("grafana: could not create a push token: %s", exc)
+    return None
+
+
+def _influx_sink(settings: Settings, metrics: Metrics) -> InfluxSink:
+    spool = Spool(settings.spool.directory, settings.spool.max_bytes)
+    writer = make_writer(settings.influxdb) if settings.influxdb.url else None
+    if writer is None:
+        log.warning("INFLUXDB_URL is empty: archiving to the spool at %s only", settings.spool.directory)
+    return InfluxSink(settings.influxdb, metrics, spool, writer=writer)
+
+
+def _status_line(pipeline: Pipeline, metrics: Metrics) -> StatusReporter:
+    last = {"frames": 0.0}
+
+    def render(elapsed: float) -> str:
+        frames = metrics.value("eeg_bridge_frames_computed_total")
+        rate = (frames - last["frames"]) / elapsed if elapsed > 0 else 0.0
+        last["frames"] = frames
+        description = pipeline.source.description
+        if pipeline.source.connected and description is not None:
+            stream = f"{description.name} {description.channel_count}ch@{description.srate:g}Hz"
+        else:
+            stream = f"stream lost {pipeline.source.seconds_since_last_sample:.0f}s ago" if description else "waiting for stream"
+        parts = [stream, f"{rate:.1f} frames/s"]
+        for sink in pipeline.sinks:
+            latency = metrics.value("eeg_bridge_sink_last_latency_seconds", sink=sink.name)
+            lat = f" lat {latency * 1000:.0f}ms" if latency else ""
+            parts.append(f"{sink.name} {sink.health.state} q{sink.queue_depth()}{lat}")
+        return " | ".join(parts)
+
+    return StatusReporter(render, pipeline.settings.observability.status_interval_sec)
+
+
+def cmd_run(argv: Sequence[str]) -> int:
+    settings = _parse_settings(run_parser(), argv, stream_needed=True)
+    setup_logging(settings.observability.log_level, settings.observability.log_format)
+    if settings.grafana and settings.grafana.tls.insecure:
+        log.warning("TLS_INSECURE is set: certificates are NOT verified; anyone on the path can read the tokens")
+    metrics = Metrics()
+    sinks: list[Sink] = []
+    if settings.grafana is not None:
+        sinks.append(GrafanaLiveSink(settings.grafana, metrics.sink("grafana"), token=_grafana_token(settings)))
+    sinks.append(_influx_sink(settings, metrics))
+    pipeline = Pipeline(settings, metrics, sinks)
+    _install_signals(pipeline.stop)
+    status = _status_line(pipeline, metrics)
+    status.start()
+    try:
+        code = pipeline.run()
+    finally:
+        status.stop()
+    log.info("stopped")
+    return code
+
+
+def cmd_replay(argv: Sequence[str]) -> int:
+    settings = _parse_settings(replay_parser(), argv, stream_needed=False)
+    setup_logging(settings.observability.log_level, settings.observability.log_format)
+    if not settings.influxdb.url:
+        raise ConfigError("Set INFLUXDB_URL: replay uploads the spool to that server.")
+    metrics = Metrics()
+    sink = _influx_sink(settings, metrics)
+    stop = threading.Event()
+    _install_signals(stop)
+    frames = sink.spool.pending_frames
+    log.info("replaying %d frames from %s", frames, settings.spool.directory)
+    sink.start()
+    while not sink.spool.empty and not stop.is_set() and sink.health.state != "failed":
+        stop.wait(0.2)
+    sink.close(0.0)
+    if sink.spool.empty:
+        log.info("replay done: %d frames uploaded", int(metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb")))
+        return EXIT_OK
+    return 1
+
+
+def cmd_simulate(argv: Sequence[str]) -> int:
+    from bridge import simulator
+
+    args = simulate_parser().parse_args(argv)
+    if args.channels < 1 or args.rate <= 0 or args.chunk_ms <= 0:
+        raise ConfigError("--channels, --rate and --chunk-ms must be positive.")
+    setup_logging("INFO", "text")
+    settings = SimulatorSettings(
+        name=args.name, type=args.type, source_id=args.source_id, channels=args.channels,
+        rate=args.rate, line_hz=args.line_hz, chunk_ms=args.chunk_ms, seed=args.seed,
+    )
+    stop = threading.Event()
+    _install_signals(stop)
+    started = time.monotonic()
+    pushed = simulator.run(settings, stop, duration=args.duration)
+    log.info("simulator stopped after %.1f s, %d samples", time.monotonic() - started, pushed)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in _COMMANDS else "run"
+    handlers = {"run": cmd_run, "simulate": cmd_simulate, "replay": cmd_replay}
+    try:
+        return handlers[command](argv)
+    except ConfigError as exc:
+        print(f"eeg-bridge: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""Configuration: parsed and validated once, at the edge, into typed per-stage settings.
+
+Every option has one fixed environment variable name (users' scripts and docs rely on them)
+and a matching command-line flag that overrides it. Validation is done by pydantic so that
+types, ranges and cross-field rules live next to the option they constrain; errors are turned
+into one sentence naming the variable, because the users are researchers, not Python readers.
+
+Secrets (tokens, passwords) come only from the environment or ``*_FILE`` paths (Docker
+secrets), never from flags, which would show in ``ps``. They are ``SecretStr`` so that a stray
+``repr`` or log line prints ``**********``.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
+
+import numpy as np
+import scipy.signal
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from bridge.spectrum import StftParams
+
+SECRET_OPTIONS = ("GRAFANA_TOKEN", "GRAFANA_ADMIN_PASSWORD", "INFLUXDB_TOKEN", "INFLUXDB_PASSWORD")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one sentence for the user."""
+
+
+def _state_dir() -> str:
+    return str(Path.home() / ".local" / "state" / "eeg-bridge" / "spool")
+
+
+class Options(BaseModel):
+    """The flat option table: field alias = environment variable = ``--flag`` spelling."""
+
+    model_config = ConfigDict(populate_by_name=False, extra="forbid", frozen=True)
+
+    # --- LSL source -------------------------------------------------------------------------
+    lsl_stream_name: str | None = Field(None, alias="LSL_STREAM_NAME", description="LSL stream name to connect to.")
+    lsl_stream_type: str | None = Field(None, alias="LSL_STREAM_TYPE", description="LSL stream type, e.g. EEG.")
+    lsl_source_id: str | None = Field(None, alias="LSL_SOURCE_ID", description="LSL source_id (unique per device).")
+    lsl_stale_sec: float = Field(3.0, gt=0, alias="LSL_STALE_SEC", description="Seconds without a sample before the stream counts as lost and is re-resolved.")
+    lsl_buffer_sec: int = Field(30, ge=1, alias="LSL_BUFFER_SEC", description="Seconds of samples liblsl may buffer if the bridge stalls.")
+    # --- spectra ----------------------------------------------------------------------------
+    spectrum_mode: Literal["raw", "precomputed"] = Field("raw", alias="SPECTRUM_MODE", description="raw: compute a sliding STFT from EEG samples; precomputed: every sample already is a spectrum.")
+    spectrum_nperseg: int = Field(256, ge=2, alias="SPECTRUM_NPERSEG", description="Samples per STFT window.")
+    spectrum_noverlap: int = Field(128, ge=0, alias="SPECTRUM_NOVERLAP", description="Samples shared by consecutive windows (hop = nperseg - noverlap).")
+    spectrum_window: str = Field("hann", alias="SPECTRUM_WINDOW", description="Window name understood by scipy.signal.get_window.")
+    spectrum_fmin: float | None = Field(None, ge=0, alias="SPECTRUM_FMIN", description="Lowest frequency bin kept, Hz.")
+    spectrum_fmax: float | None = Field(None, gt=0, alias="SPECTRUM_FMAX", description="Highest frequency bin kept, Hz.")
+    spectrum_channels: str | None = Field(None, alias="SPECTRUM_CHANNELS", description="Comma-separated channel labels or 0-based indices to keep (default: all).")
+    precomputed_frequencies: str | None = Field(None, alias="PRECOMPUTED_FREQUENCIES", description="Precomputed mode: frequency axis as 'f0,f1,...' or 'start:stop:step' (default: the stream's <desc><frequencies>).")
+    precomputed_scale: Literal["db", "power"] = Field("db", alias="PRECOMPUTED_SCALE", description="Precomputed mode: values are dB already, or power to convert with 10*log10.")
+    # --- Grafana Live -----------------------------------------------------------------------
+    grafana_url: str = Field("http://localhost:3000", alias="GRAFANA_URL", description="Grafana base URL; empty disables live push.")
+    grafana_token: SecretStr | None = Field(None, alias="GRAFANA_TOKEN", description="Service-account token (Editor for HTTP push, Admin for WebSocket push).")
+    grafana_stream_id: str = Field("eeg", pattern=r"^[A-Za-z0-9_-]{1,64}$", alias="GRAFANA_STREAM_ID", description="Grafana Live stream id: channels are stream/<id>/<channel>.")
+    grafana_push: Literal["http", "ws"] = Field("http", alias="GRAFANA_PUSH", description="http: one POST per frame; ws: one WebSocket message per frame (needs Admin).")
+    grafana_admin_user: str | None = Field(None, alias="GRAFANA_ADMIN_USER", description="With GRAFANA_ADMIN_PASSWORD and no token: create the bridge's own service-account token at start.")
+    grafana_admin_password: SecretStr | None = Field(None, alias="GRAFANA_ADMIN_PASSWORD", description="Grafana admin password (see GRAFANA_ADMIN_USER).")
+    grafana_timeout_sec: float = Field(1.0, gt=0, alias="GRAFANA_TIMEOUT_SEC", description="Per-push timeout; live frames older than this are worthless anyway.")
+    grafana_queue_frames: int = Field(4, ge=1, alias="GRAFANA_QUEUE_FRAMES", description="Live queue length; when full the oldest frame is dropped (counted).")
+    # --- InfluxDB ---------------------------------------------------------------------------
+    influxdb_url: str = Field("http://localhost:8086", alias="INFLUXDB_URL", description="InfluxDB base URL; empty archives to the spool only (upload later with 'eeg-bridge replay').")
+    influxdb_api: Literal["v2", "v1"] = Field("v2", alias="INFLUXDB_API", description="v2: /api/v2/write via influxdb-client (2.x, 1.8+, 3.x); v1: native /write (1.x).")
+    influxdb_token: SecretStr | None = Field(None, alias="INFLUXDB_TOKEN", description="InfluxDB API token (v2).")
+    influxdb_org: str = Field("phoprivate", alias="INFLUXDB_ORG", description="InfluxDB organisation (v2).")
+    influxdb_bucket: str = Field("neuroscience", min_length=1, alias="INFLUXDB_BUCKET", description="Bucket (v2), or database[/retention_policy] (v1).")
+    influxdb_username: str | None = Field(None, alias="INFLUXDB_USERNAME", description="User name (v1, when auth is enabled).")
+    influxdb_password: SecretStr | None = Field(None, alias="INFLUXDB_PASSWORD", description="Password (v1).")
+    influxdb_measurement: str = Field("eeg_spectrum", min_length=1, alias="INFLUXDB_MEASUREMENT", description="Measurement name for spectra.")
+    influxdb_schema: Literal["wide", "long"] = Field("wide", alias="INFLUXDB_SCHEMA", description="wide: one field per bin; long: tag frequency_bin, field power.")
+    batch_size: int = Field(10, ge=1, alias="BATCH_SIZE", description="Frames per InfluxDB write.")
+    batch_interval_sec: float = Field(1.0, gt=0, alias="BATCH_INTERVAL_SEC", description="Longest a frame waits before its batch is written (and made durable).")
+    influxdb_timeout_sec: float = Field(10.0, gt=0, alias="INFLUXDB_TIMEOUT_SEC", description="Per-write timeout.")
+    influxdb_max_body_bytes: int = Field(5_000_000, ge=10_000, alias="INFLUXDB_MAX_BODY_BYTES", description="Largest write body; bigger batches are split (1.x allows 25 MB, 3.x 10 MB).")
+    spool_dir: str = Field(default_factory=_state_dir, alias="SPOOL_DIR", description="Directory of the durable archive spool.")
+    spool_max_bytes: int = Field(1 << 30, ge=1_000_000, alias="SPOOL_MAX_BYTES", description="Spool size limit; beyond it the oldest data is dropped (counted, logged).")
+    # --- transport security ------------------------------------------------------------------
+    tls_ca_bundle: str | None = Field(None, alias="TLS_CA_BUNDLE", description="CA bundle file for HTTPS to Grafana and InfluxDB.")
+    tls_insecure: bool = Field(False, alias="TLS_INSECURE", description="Disable TLS certificate verification (unsafe; logged as a warning).")
+    # --- observability --------------------------------------------------------------------------
+    metrics_port: int | None = Field(None, ge=1, le=65535, alias="METRICS_PORT", description="Serve /metrics and /healthz on this port (off by default).")
+    metrics_host: str = Field("127.0.0.1", alias="METRICS_HOST", description="Address the metrics server binds to.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL", description="Log level.")
+    log_format: Literal["text", "json"] = Field("text", alias="LOG_FORMAT", description="text for people, json for log shippers.")
+    status_interval_sec: float = Field(1.0, gt=0, alias="STATUS_INTERVAL_SEC", description="Status line refresh (terminal) or summary period x10 (otherwise).")
+    shutdown_timeout_sec: float = Field(15.0, ge=0, alias="SHUTDOWN_TIMEOUT_SEC", description="On stop, how long to keep uploading the spool before leaving the rest for next start.")
+
+    @field_validator("lsl_stream_name", "lsl_stream_type", "lsl_source_id", "grafana_admin_user",
+                     "influxdb_username", "spectrum_channels", "precomputed_frequencies", "tls_ca_bundle")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("spectrum_window")
+    @classmethod
+    def _known_window(cls, value: str) -> str:
+        try:
+            scipy.signal.get_window(value, 16)
+        except (ValueError, TypeError):
+            raise ValueError(f"'{value}' is not a window scipy.signal.get_window knows (try hann, hamming, blackman)") from None
+        return value
+
+    @field_validator("grafana_url", "influxdb_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"'{value}' is not an http(s) URL like http://localhost:8086")
+            try:
+                parts.port
+            except ValueError:
+                raise ValueError(f"'{value}' has an invalid port") from None
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Options:
+        if self.spectrum_noverlap >= self.spectrum_nperseg:
+            raise ValueError(f"SPECTRUM_NOVERLAP ({self.spectrum_noverlap}) must be smaller than SPECTRUM_NPERSEG ({self.spectrum_nperseg})")
+        if self.spectrum_fmin is not None and self.spectrum_fmax is not None and self.spectrum_fmin >= self.spectrum_fmax:
+            raise ValueError(f"SPECTRUM_FMIN ({self.spectrum_fmin:g}) must be below SPECTRUM_FMAX ({self.spectrum_fmax:g})")
+        if self.grafana_push == "ws" and self.grafana_url and not self.grafana_url.startswith(("http://", "https://")):
+            raise ValueError("GRAFANA_URL must be http(s); the WebSocket address is derived from it")
+        if self.tls_ca_bundle and not Path(self.tls_ca_bundle).is_file():
+            raise ValueError(f"TLS_CA_BUNDLE '{self.tls_ca_bundle}' is not a readable file")
+        if self.precomputed_frequencies:
+            parse_frequencies(self.precomputed_frequencies)
+        return self
+
+
+def require_stream_selector(options: Options) -> None:
+    """Only commands that read a stream need one; ``replay`` does not."""
+    if not (options.lsl_stream_name or options.lsl_stream_type or options.lsl_source_id):
+        raise ConfigError(
+            "Set at least one of LSL_STREAM_NAME, LSL_STREAM_TYPE or LSL_SOURCE_ID to choose the stream."
+        )
+
+
+def parse_frequencies(text: str) -> np.ndarray:
+    """'1,2,4' or 'start:stop:step' (stop inclusive) -> strictly increasing frequency axis."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(p) for p in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            freqs = np.arange(start, stop + step / 2, step)
+        else:
+            freqs = np.array([float(p) for p in text.split(",")])
+    except ValueError:
+        raise ValueError(f"PRECOMPUTED_FREQUENCIES '{text}' must be 'f0,f1,...' or 'start:stop:step'") from None
+    if freqs.size == 0 or np.any(freqs < 0) or np.any(np.diff(freqs) <= 0) or not np.all(np.isfinite(freqs)):
+        raise ValueError(f"PRECOMPUTED_FREQUENCIES '{text}' must be non-negative and strictly increasing")
+    return freqs
+
+
+# ---- typed settings handed to the stages -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LslSettings:
+    name: str | None
+    type: str | None
+    source_id: str | None
+    stale_sec: float
+    buffer_sec: int
+
+
+@dataclass(frozen=True)
+class SpectrumSettings:
+    mode: Literal["raw", "precomputed"]
+    stft: StftParams
+    channels: tuple[str, ...] | None
+    precomputed_frequencies: np.ndarray | None
+    precomputed_scale: Literal["db", "power"]
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    ca_bundle: str | None
+    insecure: bool
+
+    @property
+    def verify(self) -> bool | str:
+        """What httpx and urllib3 take: False, a CA path, or True (system store)."""
+        if self.insecure:
+            return False
+        return self.ca_bundle or True
+
+
+@dataclass(frozen=True)
+class GrafanaSettings:
+    url: str
+    token: SecretStr | None
+    stream_id: str
+    push: Literal["http", "ws"]
+    admin_user: str | None
+    admin_password: SecretStr | None
+    timeout_sec: float
+    queue_frames: int
+    tls: TlsSettings
+
+
+@dataclass(frozen=True)
+class InfluxSettings:
+    url: str
+    api: Literal["v2", "v1"]
+    token: SecretStr | None
+    org: str
+    bucket: str
+    username: str | None
+    password: SecretStr | None
+    measurement: str
+    schema: Literal["wide", "long"]
+    batch_size: int
+    batch_interval_sec: float
+    timeout_sec: float
+    max_body_bytes: int
+    tls: TlsSettings
+
+    @property
+    def database(self) -> tuple[str, str | None]:
+        """v1 reading of the bucket: ``database[/retention_policy]``."""
+        db, _, rp = self.bucket.partition("/")
+        return db, rp or None
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    directory: Path
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    metrics_port: int | None
+    metrics_host: str
+    log_level: str
+    log_format: Literal["text", "json"]
+    status_interval_sec: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    lsl: LslSettings
+    spectrum: SpectrumSettings
+    grafana: GrafanaSettings | None
+    influxdb: InfluxSettings
+    spool: SpoolSettings
+    observability: ObservabilitySettings
+    shutdown_timeout_sec: float
+
+
+def _read_secret_files(env: Mapping[str, str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name in SECRET_OPTIONS:
+        path = env.get(f"{name}_FILE")
+        if not path:
+            continue
+        if env.get(name):
+            raise ConfigError(f"Set either {name} or {name}_FILE, not both.")
+        try:
+            values[name] = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read {name}_FILE '{path}': {exc.strerror or exc}.") from None
+    return values
+
+
+def _sentence(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "__root__"]
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not loc:
+        return message[0].upper() + message[1:] + "."
+    name = loc[0]
+    shown = "" if name in SECRET_OPTIONS else f"={first.get('input')!r}"
+    return f"Invalid {name}{shown}: {message}."
+
+
+def load_options(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Options:
+    """Merge env and CLI overrides (by env name) and validate; raise ConfigError on bad input."""
+    known = {f.alias for f in Options.model_fields.values()}
+    raw: dict[str, Any] = {k: v for k, v in env.items() if k in known}
+    raw.update(_read_secret_files(env))
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Options.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_sentence(exc)) from None
+
+
+def _check_resolvable(url: str, name: str) -> None:
+    host = urlsplit(url).hostname
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        raise ConfigError(f"{name} host '{host}' cannot be resolved; check the address.") from None
+
+
+def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
+    """Turn the validated option table into the typed settings each stage receives."""
+    tls = TlsSettings(ca_bundle=options.tls_ca_bundle, insecure=options.tls_insecure)
+    if check_hosts:
+        if options.grafana_url:
+            _check_resolvable(options.grafana_url, "GRAFANA_URL")
+        if options.influxdb_url:
+            _check_resolvable(options.influxdb_url, "INFLUXDB_URL")
+    channels = None
+    if options.spectrum_channels:
+        channels = tuple(c.strip() for c in options.spectrum_channels.split(",") if c.strip())
+    grafana = None
+    if options.grafana_url:
+        grafana = GrafanaSettings(
+            url=options.grafana_url,
+            token=options.grafana_token,
+            stream_id=options.grafana_stream_id,
+            push=options.grafana_push,
+            admin_user=options.grafana_admin_user,
+            admin_password=options.grafana_admin_password,
+            timeout_sec=options.grafana_timeout_sec,
+            queue_frames=options.grafana_queue_frames,
+            tls=tls,
+        )
+    return Settings(
+        lsl=LslSettings(
+            name=options.lsl_stream_name,
+            type=options.lsl_stream_type,
+            source_id=options.lsl_source_id,
+            stale_sec=options.lsl_stale_sec,
+            buffer_sec=options.lsl_buffer_sec,
+        ),
+        spectrum=SpectrumSettings(
+            mode=options.spectrum_mode,
+            stft=StftParams(
+                nperseg=options.spectrum_nperseg,
+                noverlap=options.spectrum_noverlap,
+                window=options.spectrum_window,
+                fmin=options.spectrum_fmin,
+                fmax=options.spectrum_fmax,
+            ),
+            channels=channels,
+            precomputed_frequencies=(
+                parse_frequencies(options.precomputed_frequencies) if options.precomputed_frequencies else None
+            ),
+            precomputed_scale=options.precomputed_scale,
+        ),
+        grafana=grafana,
+        influxdb=InfluxSettings(
+            url=options.influxdb_url,
+            api=options.influxdb_api,
+            token=options.influxdb_token,
+            org=options.influxdb_org,
+            bucket=options.influxdb_bucket,
+            username=options.influxdb_username,
+            password=options.influxdb_password,
+            measurement=options.influxdb_measurement,
+            schema=options.influxdb_schema,
+            batch_size=options.batch_size,
+            batch_interval_sec=options.batch_interval_sec,
+            timeout_sec=options.influxdb_timeout_sec,
+            max_body_bytes=options.influxdb_max_body_bytes,
+            tls=tls,
+        ),
+        spool=SpoolSettings(directory=Path(options.spool_dir).expanduser(), max_bytes=options.spool_max_bytes),
+        observability=ObservabilitySettings(
+            metrics_port=options.metrics_port,
+            metrics_host=options.metrics_host,
+            log_level=options.log_level,
+            log_format=options.log_format,
+            status_interval_sec=options.status_interval_sec,
+        ),
+        shutdown_timeout_sec=options.shutdown_timeout_sec,
+    )

@@ -1,0 +1,192 @@
+"""The running bridge: source -> spectrum -> frame -> fan-out -> sinks, and an orderly stop.
+
+The source loop runs on the calling thread and never waits for a sink: each sink has its own
+queue and threads, and the fan-out only hands frames over. Stopping (SIGINT/SIGTERM) ends the
+source first, then lets the archive sink make everything already computed durable and
+upload what it can, so a clean stop loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from bridge.config import Settings, SpectrumSettings
+from bridge.frame import SpectrumFrame, channel_names
+from bridge.lsl_source import LslSource, StreamDescription, StreamRejected
+from bridge.metrics import Metrics
+from bridge.sinks.base import Sink
+from bridge.spectrum import PrecomputedEngine, SpectrumEngine, StftEngine
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_LAYOUT_CHANGED = 3
+
+
+class LayoutChanged(Exception):
+    """The stream came back with a different frequency axis: its data must not join the old series."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which source channels feed the spectra, and the names they are published under."""
+
+    indices: np.ndarray | None  # None = all, in order
+    names: tuple[str, ...]
+
+
+def select_channels(description: StreamDescription, wanted: tuple[str, ...] | None, n_channels: int) -> Selection:
+    labels = list(description.labels[:n_channels]) if n_channels == description.channel_count else [
+        "" for _ in range(n_channels)
+    ]
+    if not wanted:
+        return Selection(indices=None, names=channel_names(labels))
+    indices: list[int] = []
+    for item in wanted:
+        if item in labels:
+            indices.append(labels.index(item))
+        elif item.isdigit() and int(item) < n_channels:
+            indices.append(int(item))
+        else:
+            known = ", ".join(label or f"#{i}" for i, label in enumerate(labels))
+            raise StreamRejected(f"SPECTRUM_CHANNELS names '{item}', which stream {description.who()} does not have (it has: {known}).")
+    all_names = channel_names(labels)
+    return Selection(indices=np.array(indices), names=tuple(all_names[i] for i in indices))
+
+
+def build_engine(description: StreamDescription, spectrum: SpectrumSettings) -> tuple[SpectrumEngine, Selection]:
+    if spectrum.mode == "raw":
+        selection = select_channels(description, spectrum.channels, description.channel_count)
+        engine: SpectrumEngine = StftEngine(
+            stream=description.name,
+            channels=selection.names,
+            srate=description.srate,
+            params=spectrum.stft,
+            max_chunk=max(64, int(description.srate) or 64),
+        )
+        return engine, selection
+    freqs = spectrum.precomputed_frequencies if spectrum.precomputed_frequencies is not None else description.frequencies
+    if freqs is None:
+        raise StreamRejected(
+            f"stream {description.who()} has no <frequencies> in its description; set PRECOMPUTED_FREQUENCIES."
+        )
+    if description.channel_count % freqs.size:
+        raise StreamRejected(
+            f"stream {description.who()} has {description.channel_count} values per sample, which is not a whole "
+            f"number of spectra of {freqs.size} bins (PRECOMPUTED_FREQUENCIES / <frequencies>)."
+        )
+    n_spectra = description.channel_count // freqs.size
+    selection = select_channels(description, None, n_spectra)
+    engine = PrecomputedEngine(
+        stream=description.name,
+        channels=selection.names,
+        frequencies=freqs,
+        scale=spectrum.precomputed_scale,
+        fmin=spectrum.stft.fmin,
+        fmax=spectrum.stft.fmax,
+    )
+    return engine, selection
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, metrics: Metrics, sinks: list[Sink]) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.sinks = sinks
+        self.stop = threading.Event()
+        self.source = LslSource(
+            settings.lsl, require_regular_rate=settings.spectrum.mode == "raw", stop=self.stop
+        )
+        self.engine: SpectrumEngine | None = None
+        self._selection: Selection | None = None
+        self._last_time_ns = 0
+
+    # ---- fan-out -------------------------------------------------------------------------------
+    def publish(self, frame: SpectrumFrame) -> None:
+        if frame.time_ns <= self._last_time_ns:
+            # Only possible across a reconnection with a clock step; the heatmap and the archive
+            # both need strictly increasing times, so such a frame cannot be kept.
+            self.metrics.frames_out_of_order.inc()
+            log.warning("frame %d is not later than its predecessor; dropped (counted)", frame.seq)
+            return
+        self._last_time_ns = frame.time_ns
+        self.metrics.frames_computed.inc()
+        for sink in self.sinks:
+            sink.offer(frame)
+
+    # ---- the source loop -------------------------------------------------------------------
+    def _adopt(self, description: StreamDescription) -> None:
+        engine, selection = build_engine(description, self.settings.spectrum)
+        if self.engine is not None:
+            old, new = self.engine.layout, engine.layout
+            if not np.array_equal(old.frequencies, new.frequencies):
+                raise LayoutChanged(
+                    f"stream {description.who()} came back with a different frequency axis "
+                    f"({new.frequencies.size} bins up to {new.frequencies[-1]:g} Hz, was "
+                    f"{old.frequencies.size} up to {old.frequencies[-1]:g} Hz); restart the bridge to record it "
+                    "(its spectra must not be mixed into the old series)."
+                )
+            if old.same_axes(new):
+                engine = self.engine  # keep the frame counter and layout identity
+                engine.reset()
+            else:
+                log.warning(
+                    "stream %s came back with different channels (%d, was %d); continuing with the new layout",
+                    description.who(), len(new.channels), len(old.channels),
+                )
+        self.engine, self._selection = engine, selection
+        self.metrics.stream_connected.set(1)
+        self.metrics.clock_offset.set(self.source.clock_offset)
+
+    def run(self) -> int:
+        for sink in self.sinks:
+            sink.start()
+        try:
+            description = self.source.connect()
+            if description is not None:
+                self._adopt(description)
+                self._loop()
+            return EXIT_OK
+        except StreamRejected as exc:
+            log.error("%s", exc)
+            return EXIT_BAD_INPUT
+        except LayoutChanged as exc:
+            log.error("%s", exc)
+            return EXIT_LAYOUT_CHANGED
+        finally:
+            self.source.close()
+            self.metrics.stream_connected.set(0)
+            for sink in self.sinks:
+                sink.close(self.settings.shutdown_timeout_sec)
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            chunk = self.source.pull(self.engine.samples_needed())  # type: ignore[union-attr]
+            if chunk is None:
+                self.metrics.seconds_since_sample.set(self.source.seconds_since_last_sample)
+                if not self.source.connected and not self.stop.is_set():
+                    self.metrics.stream_connected.set(0)
+                    self.metrics.reconnects.inc()
+                    description = self.source.reconnect()
+                    if description is None:
+                        return
+                    self._adopt(description)
+                continue
+            self.metrics.samples_received.inc(len(chunk.times))
+            self.metrics.seconds_since_sample.set(0.0)
+            if chunk.gap_samples > 0:
+                self.metrics.gaps.inc()
+                self.metrics.samples_missing.inc(chunk.gap_samples)
+                log.warning("gap in the stream: about %d samples missing", chunk.gap_samples)
+            if chunk.restart or chunk.gap_samples > 0:
+                self.engine.reset()  # type: ignore[union-attr]
+            samples = chunk.samples
+            if self._selection is not None and self._selection.indices is not None:
+                samples = samples[:, self._selection.indices]
+            for frame in self.engine.push(samples, chunk.times):  # type: ignore[union-attr]
+                self.publish(frame)

@@ -1,0 +1,85 @@
+"""What every sink is, and the one piece of state-keeping they share.
+
+Modelled on Telegraf's outputs: the bridge core only ever calls ``start``, ``offer`` (never
+blocks, never raises: a slow or failing sink must not delay the source or the other sink) and
+``close``. How a sink queues, batches and retries is its own business, so that the live sink can
+favour freshness and the archive sink completeness.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from bridge.frame import SpectrumFrame
+from bridge.retry import DeliveryError, PermanentError
+
+
+class Sink(Protocol):
+    name: str
+    health: SinkHealth
+
+    def start(self) -> None: ...
+
+    def offer(self, frame: SpectrumFrame) -> None: ...
+
+    def close(self, timeout: float) -> None: ...
+
+    def queue_depth(self) -> int: ...
+
+
+class SinkHealth:
+    """A sink's current state, logged on change only, so an outage is one line, not thousands."""
+
+    def __init__(self, name: str, log: logging.Logger) -> None:
+        self.name = name
+        self._log = log
+        self._lock = threading.Lock()
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.failing_since: float | None = None  # time.monotonic()
+
+    def ok(self) -> None:
+        with self._lock:
+            if self.failing_since is not None:
+                self._log.info(
+                    "%s: delivering again after %.1f s", self.name, time.monotonic() - self.failing_since
+                )
+            self.state, self.last_error, self.failing_since = "ok", None, None
+
+    def failed(self, error: DeliveryError) -> None:
+        message = str(error)
+        with self._lock:
+            state = "failed" if isinstance(error, PermanentError) else "retrying"
+            if message != self.last_error:
+                level = logging.ERROR if state == "failed" else logging.WARNING
+                self._log.log(level, "%s: %s", self.name, message)
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+            self.state, self.last_error = state, message
+
+    def set_state(self, state: str) -> None:
+        with self._lock:
+            self.state = state
+
+    def failing_for(self) -> float:
+        since = self.failing_since
+        return 0.0 if since is None else time.monotonic() - since
+
+
+def split_lines(body: bytes, limit: int) -> list[bytes]:
+    """Cut a body at line ends into parts of at most ``limit`` bytes (a longer line stays whole)."""
+    parts: list[bytes] = []
+    start = 0
+    while len(body) - start > limit:
+        cut = body.rfind(b"\n", start, start + limit)
+        cut = body.find(b"\n", start + limit) if cut < 0 else cut
+        if cut < 0:
+            break
+        parts.append(body[start : cut + 1])
+        start = cut + 1
+    if start < len(body):
+        parts.append(body[start:])
+    return parts

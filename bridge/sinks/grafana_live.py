@@ -1,0 +1,240 @@
+"""Grafana Live sink: the sub-second scrolling heatmap. It favours freshness over completeness.
+
+Frames wait in a short bounded queue; when the sink falls behind, the oldest are dropped
+(counted as ``stale``) so a push is never late because of an earlier one. A frame whose push
+fails is not retried: by the time the server is back a newer frame is more useful, and the
+archive keeps the complete record anyway. Backoff after failures is short (live view!) and
+follows ``Retry-After``. Every push sends one line per channel with the identical field set,
+because Grafana wipes a channel's browser buffer when the schema changes (grafana-live.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections import deque
+from typing import Protocol
+
+import httpx
+from pydantic import SecretStr
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from bridge.config import GrafanaSettings, TlsSettings
+from bridge.frame import SpectrumFrame
+from bridge.line_protocol import LineProtocolEncoder
+from bridge.metrics import SinkMetrics
+from bridge.retry import Backoff, DeliveryError, TransientError, classify_status
+from bridge.sinks.base import SinkHealth, split_lines
+
+log = logging.getLogger(__name__)
+
+BACKOFF = Backoff(initial=0.05, maximum=0.5, recheck=5.0)
+#: Grafana closes a WebSocket on messages over 1 MB; stay clearly below.
+WS_MAX_MESSAGE = 900_000
+
+
+def _hints(settings: GrafanaSettings, has_token: bool) -> dict[int, str]:
+    role = "Admin (WebSocket push)" if settings.push == "ws" else "Editor"
+    return {
+        400: "Grafana rejected the push request (400); this is a bridge bug, please report it.",
+        401: (
+            "Grafana rejected the token (401): set GRAFANA_TOKEN to a valid, unexpired service-account token."
+            if has_token
+            else "Grafana requires a credential (401): set GRAFANA_TOKEN to a service-account token "
+            "(or GRAFANA_ADMIN_USER/GRAFANA_ADMIN_PASSWORD to let the bridge create one)."
+        ),
+        403: f"Grafana refused the push (403): the service account needs the {role} role "
+        "(Grafana 2026+: the live:push permission).",
+        404: f"Grafana has no live push endpoint at {settings.url} (404): check GRAFANA_URL.",
+        500: "Grafana answered 500: it could not parse the frame or failed internally; the frame was dropped.",
+    }
+
+
+def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=tls.ca_bundle)
+    if tls.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _Transport(Protocol):
+    def send(self, body: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class HttpPush:
+    """One ``POST /api/live/push/<stream id>`` per frame (Editor role)."""
+
+    def __init__(self, settings: GrafanaSettings, token: SecretStr | None) -> None:
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+        self._client = httpx.Client(timeout=settings.timeout_sec, verify=settings.tls.verify, headers=headers)
+        self._url = f"{settings.url}/api/live/push/{settings.stream_id}"
+        self._base = settings.url
+        self._hints = _hints(settings, token is not None)
+
+    def send(self, body: bytes) -> None:
+        try:
+            response = self._client.post(self._url, content=body)
+        except httpx.TimeoutException:
+            raise TransientError(f"Grafana at {self._base} did not answer in time.") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"cannot reach Grafana at {self._base} ({type(exc).__name__}).") from None
+        if response.status_code != 200:
+            raise classify_status(
+                response.status_code,
+                retry_after=response.headers.get("Retry-After"),
+                hints=self._hints,
+                server_text=response.text,
+            )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class WebSocketPush:
+    """One WebSocket message per frame (Admin role); skips Grafana's per-request middleware.
+
+    The sync ``websockets`` client answers the server's pings from its own background thread,
+    so an idle connection is not dropped after ~30 s (grafana#60905).
+    """
+
+    def __init__(self, settings: GrafanaSettings, token: SecretStr | None) -> None:
+        scheme = "wss" if settings.url.startswith("https") else "ws"
+        self._url = f"{scheme}://{settings.url.split('://', 1)[1]}/api/live/push/{settings.stream_id}"
+        self._base = settings.url
+        self._headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+        self._ssl = _ssl_context(settings.tls) if scheme == "wss" else None
+        self._timeout = settings.timeout_sec
+        self._hints = _hints(settings, token is not None)
+        self._conn: ClientConnection | None = None
+
+    def _connect(self) -> ClientConnection:
+        try:
+            return connect(
+                self._url,
+                additional_headers=self._headers,
+                open_timeout=self._timeout,
+                close_timeout=self._timeout,
+                ssl=self._ssl,
+                max_size=2**20,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise classify_status(status, retry_after=exc.response.headers.get("Retry-After"), hints=self._hints) from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise TransientError(f"cannot open a WebSocket to Grafana at {self._base} ({type(exc).__name__}).") from None
+
+    def send(self, body: bytes) -> None:
+        if self._conn is None:
+            self._conn = self._connect()
+        try:
+            for message in split_lines(body, WS_MAX_MESSAGE):
+                self._conn.send(message.decode("utf-8"))
+        except (ConnectionClosed, OSError) as exc:
+            self.close()
+            raise TransientError(f"the WebSocket to Grafana closed ({type(exc).__name__}); reconnecting.") from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class GrafanaLiveSink:
+    name = "grafana"
+
+    def __init__(self, settings: GrafanaSettings, metrics: SinkMetrics, *, token: SecretStr | None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.health = SinkHealth(self.name, log)
+        transport: _Transport = WebSocketPush(settings, token) if settings.push == "ws" else HttpPush(settings, token)
+        self._transport = transport
+        self._encoder = LineProtocolEncoder(measurement=None, tag_channel=False, tag_stream=False)
+        self._queue: deque[SpectrumFrame] = deque()
+        self._ready = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sink-grafana", daemon=True)
+
+    # ---- core-facing -----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def offer(self, frame: SpectrumFrame) -> None:
+        with self._ready:
+            if len(self._queue) >= self.settings.queue_frames:
+                self._queue.popleft()
+                self.metrics.drop("stale")
+            self._queue.append(frame)
+            self.metrics.queue_depth.set(len(self._queue))
+            self._ready.notify()
+
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def close(self, timeout: float) -> None:
+        """Stop at once: unsent live frames are worthless after shutdown (counted as stale)."""
+        self._stopping.set()
+        with self._ready:
+            self._ready.notify_all()
+        self._thread.join(timeout)
+        with self._ready:
+            self.metrics.drop("stale", len(self._queue))
+            self._queue.clear()
+            self.metrics.queue_depth.set(0)
+        self._transport.close()
+
+    # ---- worker ------------------------------------------------------------------------------
+    def _take(self) -> SpectrumFrame | None:
+        with self._ready:
+            while not self._queue and not self._stopping.is_set():
+                self._ready.wait(0.5)
+            if not self._queue:
+                return None
+            frame = self._queue.popleft()
+            self.metrics.queue_depth.set(len(self._queue))
+            return frame
+
+    def _push_next(self) -> None:
+        frame = self._take()
+        if frame is None:
+            return
+        encoded = self._encoder.encode(frame)
+        if encoded.values_skipped:
+            self.metrics.values_skipped.inc(encoded.values_skipped)
+        if not encoded.lines:
+            return
+        try:
+            self._transport.send(encoded.body)
+        except DeliveryError:
+            self.metrics.drop("failed")
+            raise
+        self.metrics.succeeded(1, frame.newest_sample_ns)
+        self.health.ok()
+
+    def _failed(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, DeliveryError):
+            self.health.failed(error)
+        self.metrics.retries.inc()
+
+    def _run(self) -> None:
+        retrying = Retrying(
+            retry=retry_if_exception_type(DeliveryError),
+            wait=BACKOFF.wait(),
+            stop=lambda _state: self._stopping.is_set(),
+            sleep=self._stopping.wait,
+            before_sleep=self._failed,
+            reraise=True,
+        )
+        while not self._stopping.is_set():
+            try:
+                retrying(self._push_next)
+            except DeliveryError:
+                pass  # stopping while failing: already counted and logged
+            except Exception:  # noqa: BLE001 - a bug must not kill the live view silently
+                log.exception("grafana: unexpected error; continuing with the next frame")

@@ -1,0 +1,233 @@
+"""Samples in, spectrum frames out.
+
+Two engines share one interface (``push(samples, times) -> list[SpectrumFrame]`` and ``reset()``):
+
+* :class:`StftEngine` computes a sliding STFT exactly like ``scipy.signal.spectrogram`` with
+  ``scaling='density', mode='psd'`` (constant detrend, one-sided, doubled non-edge bins), but
+  incrementally: samples go into a preallocated buffer and every complete window is transformed
+  in one batched FFT, so the per-hop cost is a fraction of calling ``spectrogram`` per hop.
+* :class:`PrecomputedEngine` takes streams whose samples already are spectra.
+
+Times are Unix seconds (float64) per sample, already converted by the source. A frame's time is
+the centre of its window (``scipy``'s ``t`` convention), see docs/data-model.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+from bridge.frame import FrameLayout, SpectrumFrame
+
+#: Added to the power before the logarithm so that an all-zero channel gives -300 dB, not -inf.
+EPS = 1e-30
+
+
+def to_db(power: np.ndarray) -> np.ndarray:
+    return (10.0 * np.log10(power + EPS)).astype(np.float32)
+
+
+class SpectrumEngine(Protocol):
+    layout: FrameLayout
+
+    def push(self, samples: np.ndarray, times: np.ndarray) -> list[SpectrumFrame]: ...
+
+    def reset(self) -> None: ...
+
+    def samples_needed(self) -> int:
+        """Samples still missing for the next frame: how long the source may wait in C."""
+        ...
+
+
+@dataclass(frozen=True)
+class StftParams:
+    nperseg: int = 256
+    noverlap: int = 128
+    window: str = "hann"
+    fmin: float | None = None
+    fmax: float | None = None
+
+    @property
+    def hop(self) -> int:
+        return self.nperseg - self.noverlap
+
+
+def _frequency_crop(freqs: np.ndarray, fmin: float | None, fmax: float | None) -> slice:
+    lo = 0 if fmin is None else int(np.searchsorted(freqs, fmin, side="left"))
+    hi = freqs.size if fmax is None else int(np.searchsorted(freqs, fmax, side="right"))
+    if hi <= lo:
+        raise ValueError(
+            f"no frequency bin lies between {fmin} and {fmax} Hz "
+            f"(bins run from {freqs[0]:g} to {freqs[-1]:g} Hz)"
+        )
+    return slice(lo, hi)
+
+
+class _FrameCounter:
+    """Sequence numbers keep growing across resets and layouts, so sinks can spot gaps."""
+
+    def __init__(self) -> None:
+        self.next_seq = 0
+
+    def take(self) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
+
+
+class StftEngine:
+    def __init__(
+        self,
+        *,
+        stream: str,
+        channels: Sequence[str],
+        srate: float,
+        params: StftParams,
+        max_chunk: int = 4096,
+    ) -> None:
+        if srate <= 0:
+            raise ValueError("a sliding STFT needs a regular sampling rate")
+        self.params = params
+        self.srate = float(srate)
+        n = params.nperseg
+        self._window = scipy.signal.get_window(params.window, n).astype(np.float64)
+        scale = 1.0 / (self.srate * float(np.sum(self._window**2)))
+        freqs = scipy.fft.rfftfreq(n, 1.0 / self.srate)
+        self._crop = _frequency_crop(freqs, params.fmin, params.fmax)
+        # One-sided density: double every bin except DC and (for even n) Nyquist, as scipy does.
+        gain = np.full(freqs.size, 2.0 * scale)
+        gain[0] = scale
+        if n % 2 == 0:
+            gain[-1] = scale
+        self._gain = gain[self._crop]
+        self._half_window_s = n / 2.0 / self.srate
+        self.layout = FrameLayout(
+            stream=stream, channels=tuple(channels), frequencies=freqs[self._crop], srate=self.srate
+        )
+        n_ch = len(channels)
+        self._capacity = 2 * n + max_chunk
+        self._buf = np.empty((n_ch, self._capacity), dtype=np.float64)
+        self._times = np.empty(self._capacity, dtype=np.float64)
+        self._counter = _FrameCounter()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget buffered samples: no window may span a gap or a reconnection."""
+        self._start = 0  # first sample of the next window
+        self._end = 0  # one past the last buffered sample
+
+    def samples_needed(self) -> int:
+        return max(1, self.params.nperseg - (self._end - self._start))
+
+    def push(self, samples: np.ndarray, times: np.ndarray) -> list[SpectrumFrame]:
+        """Add ``samples`` (n_samples x n_channels) and return every window now complete."""
+        frames: list[SpectrumFrame] = []
+        offset = 0
+        total = samples.shape[0]
+        while offset < total:
+            self._compact()
+            take = min(total - offset, self._capacity - self._end)
+            self._buf[:, self._end : self._end + take] = samples[offset : offset + take].T
+            self._times[self._end : self._end + take] = times[offset : offset + take]
+            self._end += take
+            offset += take
+            frames.extend(self._drain())
+        return frames
+
+    def _compact(self) -> None:
+        if self._start == 0:
+            return
+        keep = self._end - self._start
+        if self._capacity - self._end >= self._capacity // 2 and keep > 0:
+            return
+        self._buf[:, :keep] = self._buf[:, self._start : self._end]
+        self._times[:keep] = self._times[self._start : self._end]
+        self._start, self._end = 0, keep
+
+    def _drain(self) -> list[SpectrumFrame]:
+        n, hop = self.params.nperseg, self.params.hop
+        available = self._end - self._start
+        if available < n:
+            return []
+        count = (available - n) // hop + 1
+        span = self._buf[:, self._start : self._start + (count - 1) * hop + n]
+        # (channels, windows, nperseg) view without copying, then one batched FFT.
+        windows = np.lib.stride_tricks.sliding_window_view(span, n, axis=1)[:, ::hop]
+        # Same operations in the same order as scipy (constant detrend, window, rfft), so the
+        # result matches it to rounding even for near-empty bins.
+        segments = windows - windows.mean(axis=-1, keepdims=True)
+        segments *= self._window
+        spectra = scipy.fft.rfft(segments, axis=-1)[..., self._crop]
+        power = (spectra.real**2 + spectra.imag**2) * self._gain
+        db = to_db(power)
+        starts = self._start + hop * np.arange(count)
+        centre_ns = np.rint((self._times[starts] + self._half_window_s) * 1e9).astype(np.int64)
+        newest_ns = np.rint(self._times[starts + n - 1] * 1e9).astype(np.int64)
+        self._start += count * hop
+        return [
+            SpectrumFrame(
+                layout=self.layout,
+                seq=self._counter.take(),
+                time_ns=int(centre_ns[k]),
+                newest_sample_ns=int(newest_ns[k]),
+                power_db=np.ascontiguousarray(db[:, k, :]),
+            )
+            for k in range(count)
+        ]
+
+
+PrecomputedScale = Literal["db", "power"]
+
+
+class PrecomputedEngine:
+    """Each LSL sample is one spectrum per channel, flattened channel-major.
+
+    A sample of ``n_channels * n_bins`` values is read as ``[ch0 bin0..binB-1, ch1 bin0.., ...]``;
+    ``n_bins`` is the length of the frequency axis, so the channel count follows from the sample
+    width. A single-channel spectrum is the ``n_channels == 1`` case.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream: str,
+        channels: Sequence[str],
+        frequencies: np.ndarray,
+        scale: PrecomputedScale,
+        fmin: float | None = None,
+        fmax: float | None = None,
+    ) -> None:
+        freqs = np.asarray(frequencies, dtype=np.float64)
+        self._crop = _frequency_crop(freqs, fmin, fmax)
+        self._n_bins = freqs.size
+        self._scale = scale
+        self.layout = FrameLayout(
+            stream=stream, channels=tuple(channels), frequencies=freqs[self._crop], srate=0.0
+        )
+        self._counter = _FrameCounter()
+
+    def reset(self) -> None:
+        """Nothing is buffered between samples."""
+
+    def samples_needed(self) -> int:
+        return 1
+
+    def push(self, samples: np.ndarray, times: np.ndarray) -> list[SpectrumFrame]:
+        n_ch = len(self.layout.channels)
+        cube = samples.reshape(samples.shape[0], n_ch, self._n_bins)[:, :, self._crop]
+        values = cube.astype(np.float32) if self._scale == "db" else to_db(cube.astype(np.float64))
+        time_ns = np.rint(times * 1e9).astype(np.int64)
+        return [
+            SpectrumFrame(
+                layout=self.layout,
+                seq=self._counter.take(),
+                time_ns=int(t),
+                newest_sample_ns=int(t),
+                power_db=np.ascontiguousarray(values[k]),
+            )
+            for k, t in enumerate(time_ns)
+        ]

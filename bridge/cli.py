@@ -28,6 +28,7 @@ from bridge.config import (
     load_options,
     require_stream_selector,
 )
+from bridge.health import HealthServer
 from bridge.logs import StatusReporter, setup_logging
 from bridge.metrics import Metrics
 from bridge.pipeline import EXIT_BAD_INPUT, EXIT_OK, Pipeline
@@ -174,6 +175,36 @@ def _status_line(pipeline: Pipeline, metrics: Metrics) -> StatusReporter:
     return StatusReporter(render, pipeline.settings.observability.status_interval_sec)
 
 
+def _health_server(pipeline: Pipeline, metrics: Metrics) -> HealthServer | None:
+    obs = pipeline.settings.observability
+    if obs.metrics_port is None:
+        return None
+
+    def check() -> tuple[bool, dict]:
+        source = pipeline.source
+        stale = source.seconds_since_last_sample
+        stream_ok = source.connected and stale < pipeline.settings.lsl.stale_sec
+        sinks = {
+            sink.name: {
+                "state": sink.health.state,
+                "failing_for_sec": round(sink.health.failing_for(), 1),
+                "queue_depth": sink.queue_depth(),
+                "last_error": sink.health.last_error,
+            }
+            for sink in pipeline.sinks
+        }
+        failing = [name for name, s in sinks.items() if s["failing_for_sec"] > obs.health_sink_failing_sec]
+        stream = {"connected": source.connected, "seconds_since_last_sample": round(stale, 1)}
+        return stream_ok and not failing, {"stream": stream, "sinks": sinks}
+
+    try:
+        return HealthServer(obs.metrics_host, obs.metrics_port, metrics, check)
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot serve metrics on {obs.metrics_host}:{obs.metrics_port} ({exc.strerror}); choose another METRICS_PORT."
+        ) from None
+
+
 def cmd_run(argv: Sequence[str]) -> int:
     settings = _parse_settings(run_parser(), argv, stream_needed=True)
     setup_logging(settings.observability.log_level, settings.observability.log_format)
@@ -185,13 +216,18 @@ def cmd_run(argv: Sequence[str]) -> int:
         sinks.append(GrafanaLiveSink(settings.grafana, metrics.sink("grafana"), token=_grafana_token(settings)))
     sinks.append(_influx_sink(settings, metrics))
     pipeline = Pipeline(settings, metrics, sinks)
+    health = _health_server(pipeline, metrics)
     _install_signals(pipeline.stop)
     status = _status_line(pipeline, metrics)
     status.start()
+    if health is not None:
+        health.start()
     try:
         code = pipeline.run()
     finally:
         status.stop()
+        if health is not None:
+            health.stop()
     log.info("stopped")
     return code
 

@@ -87,6 +87,7 @@ class Options(BaseModel):
     # --- observability --------------------------------------------------------------------------
     metrics_port: int | None = Field(None, ge=1, le=65535, alias="METRICS_PORT", description="Serve /metrics and /healthz on this port (off by default).")
     metrics_host: str = Field("127.0.0.1", alias="METRICS_HOST", description="Address the metrics server binds to.")
+    health_sink_failing_sec: float = Field(30.0, gt=0, alias="HEALTH_SINK_FAILING_SEC", description="/healthz reports not-ready once a sink has been failing this long.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", alias="LOG_FORMAT", description="text for people, json for log shippers.")
     status_interval_sec: float = Field(1.0, gt=0, alias="STATUS_INTERVAL_SEC", description="Status line refresh (terminal) or summary period x10 (otherwise).")
@@ -247,6 +248,7 @@ class SpoolSettings:
 class ObservabilitySettings:
     metrics_port: int | None
     metrics_host: str
+    health_sink_failing_sec: float
     log_level: str
     log_format: Literal["text", "json"]
     status_interval_sec: float
@@ -377,6 +379,7 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
         observability=ObservabilitySettings(
             metrics_port=options.metrics_port,
             metrics_host=options.metrics_host,
+            health_sink_failing_sec=options.health_sink_failing_sec,
             log_level=options.log_level,
             log_format=options.log_format,
             status_interval_sec=options.status_interval_sec,

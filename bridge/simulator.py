@@ -70,7 +70,7 @@ class EegSignal:
         self._zi = np.zeros((settings.channels, _PINK_A.size - 1))
         labels = channel_labels(settings.channels)
         posterior = np.array([lab.startswith(("O", "P", "I")) for lab in labels], dtype=float)
-        self._alpha_gain = 2.0 + 10.0 * posterior  # µV
+        self._alpha_gain = 3.0 + 25.0 * posterior  # µV: posterior alpha stands ~15 dB above the background
         self._alpha_hz = 9.5 + self._rng.uniform(-0.5, 0.5, settings.channels) + posterior
         self._phase = self._rng.uniform(0, 2 * np.pi, settings.channels)
 
@@ -82,9 +82,9 @@ class EegSignal:
         pink, self._zi = scipy.signal.lfilter(_PINK_B, _PINK_A, white, axis=1, zi=self._zi)
         envelope = 0.5 + 0.5 * np.sin(2 * np.pi * t / 8.0) ** 2  # waxes and wanes over ~8 s
         alpha = self._alpha_gain[:, None] * envelope * np.sin(2 * np.pi * self._alpha_hz[:, None] * t + self._phase[:, None])
-        beta = 1.5 * np.sin(2 * np.pi * 21.0 * t + self._phase[:, None])
+        beta = 3.0 * np.sin(2 * np.pi * 21.0 * t + self._phase[:, None])
         line = 3.0 * np.sin(2 * np.pi * s.line_hz * t)
-        return (20.0 * pink + alpha + beta + line).T.astype(np.float32)
+        return (250.0 * pink + alpha + beta + line).T.astype(np.float32)
 
 
 def run(settings: SimulatorSettings, stop: threading.Event, *, duration: float | None = None) -> int:

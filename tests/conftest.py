@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures_lsl",
     "tests.fixtures_grafana",
     "tests.fixtures_influxdb",
+    "tests.bridge_process",
 ]

@@ -210,8 +210,15 @@ class InfluxSink:
         self._inbox.put(None)
         self._batcher.join()
         if self._writer is not None:
+            # Keep uploading while the server takes data; if it is failing there is no point in
+            # holding the user up: the spool is durable and is replayed at the next start.
             deadline = time.monotonic() + timeout
-            while not self.spool.empty and self._uploader.is_alive() and time.monotonic() < deadline:
+            while (
+                not self.spool.empty
+                and self.health.failing_since is None
+                and self._uploader.is_alive()
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.05)
             self._stop_uploading.set()
             self.spool.close()

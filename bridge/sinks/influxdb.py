@@ -69,6 +69,10 @@ def _hints(settings: InfluxSettings) -> dict[int, str]:
     }
 
 
+class _Stopping(Exception):
+    """Shutdown reached the uploader between two attempts."""
+
+
 class Writer(Protocol):
     """The server-specific part: deliver one line-protocol body or raise a DeliveryError."""
 
@@ -293,7 +297,7 @@ class InfluxSink:
                 continue
             try:
                 retrying(self._upload, segments)
-            except DeliveryError:
+            except (DeliveryError, _Stopping):
                 pass  # stopping while failing; the segments stay spooled
             except Exception:  # noqa: BLE001 - never let the archive thread die silently
                 log.exception("influxdb: unexpected error while uploading; will retry")
@@ -307,18 +311,25 @@ class InfluxSink:
 
     def _upload(self, segments: list[Segment]) -> None:
         """Deliver ``segments`` (as one or more bodies); raise DeliveryError to be retried."""
+        if self._stop_uploading.is_set():
+            raise _Stopping  # tenacity attempts once more after an interrupted sleep; don't
         try:
             body = b"".join(segment.read() for segment in segments)
         except FileNotFoundError:
             return  # dropped for space meanwhile (already counted)
         try:
             for part in split_lines(body, self._max_body):
-                self._writer.write(part)  # type: ignore[union-attr]
+                try:
+                    self._writer.write(part)  # type: ignore[union-attr]
+                except PermanentError as error:
+                    if error.kind == "too_large" and part.count(b"\n") > 1:
+                        # The server's limit is below ours: learn it and resend in smaller parts
+                        # (parts already accepted are overwritten, not duplicated).
+                        self._max_body = len(part) // 2
+                        log.warning("influxdb: write body too large (413); now splitting at %d bytes", self._max_body)
+                        raise TransientError(str(error), status=413, retry_after=0.0) from None
+                    raise
         except PermanentError as error:
-            if error.kind == "too_large" and self._max_body > 10_000:
-                self._max_body //= 2
-                log.warning("influxdb: write body too large (413); now splitting at %d bytes", self._max_body)
-                raise TransientError(str(error), status=413, retry_after=0.0) from None
             if error.kind in ("bad_data", "retention", "too_large"):
                 self._reject(segments, error)
                 return

@@ -188,9 +188,9 @@ QUERIES: tuple[Query, ...] = (
         text=(
             'import "influxdata/influxdb/schema"\n\n'
             f'schema.tagValues(bucket: v.defaultBucket, tag: "{STREAM_TAG}", '
-            f'predicate: (r) => r._measurement == "{MEASUREMENT}", start: v.timeRangeStart)'
+            f'predicate: (r) => r._measurement == "{MEASUREMENT}", start: v.timeRangeStart, stop: v.timeRangeStop)'
         ),
-        description="Template variable $stream: streams archived since the dashboard range starts.",
+        description="Template variable $stream: streams archived within the dashboard time range.",
     ),
     Query(
         name="channels_flux",
@@ -200,7 +200,7 @@ QUERIES: tuple[Query, ...] = (
             'import "influxdata/influxdb/schema"\n\n'
             f'schema.tagValues(bucket: v.defaultBucket, tag: "{CHANNEL_TAG}", '
             f'predicate: (r) => r._measurement == "{MEASUREMENT}" and r.{STREAM_TAG} == "${{stream}}", '
-            "start: v.timeRangeStart)"
+            "start: v.timeRangeStart, stop: v.timeRangeStop)"
         ),
         description="Template variable $channel: the channels of the selected stream.",
     ),

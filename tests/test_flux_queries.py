@@ -1,0 +1,148 @@
+"""Every Flux query in dashboards/queries.py passes InfluxData's own semantic checker.
+
+No InfluxDB 2.x server runs on the build machines, so the queries cannot be executed here.
+tests/flux_check/check.mjs runs the Flux language server (npm @influxdata/flux-lsp-browser,
+WebAssembly) which parses, type-checks and checks builtin function signatures. A deliberately
+broken query must be rejected, or the checker proves nothing.
+
+Needs ``npm ci --prefix tests/flux_check``; without it these tests skip, except under CI.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKER = ROOT / "tests" / "flux_check" / "check.mjs"
+LSP_PACKAGE = ROOT / "tests" / "flux_check" / "node_modules" / "@influxdata" / "flux-lsp-browser"
+
+#: What Grafana defines for every Flux query (it substitutes these itself before sending).
+GRAFANA_OPTION_V = 'option v = {timeRangeStart: -1h, timeRangeStop: now(), windowPeriod: 10s, defaultBucket: "neuroscience"}'
+#: Template variables as Grafana would substitute them for one repeated panel.
+VARIABLES = {"stream": "SimEEG", "channel": "Fz"}
+
+
+def _load_queries() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("queries_under_test", ROOT / "dashboards" / "queries.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+queries = _load_queries()
+FLUX = [q for q in queries.QUERIES if q.language == "flux"]
+
+
+def _checker_missing() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not LSP_PACKAGE.is_dir():
+        return "Flux checker not installed: run npm ci --prefix tests/flux_check"
+    return None
+
+
+@pytest.fixture(scope="module")
+def checker() -> None:
+    reason = _checker_missing()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def as_plain_flux(text: str) -> str:
+    """Grafana's query -> a script Flux accepts: variables filled in, ``option v`` declared.
+
+    Flux wants imports first, so the option goes right after them.
+    """
+    script = queries.Query("", "flux", "wide", text, "").render(VARIABLES)
+    lines = script.split("\n")
+    n_imports = sum(1 for line in lines if line.startswith("import "))
+    return "\n".join([*lines[:n_imports], GRAFANA_OPTION_V, *lines[n_imports:]])
+
+
+def check(scripts: list[str]) -> list[dict]:
+    done = subprocess.run(
+        ["node", str(CHECKER), "--json"], input=json.dumps(scripts), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode in (0, 1), f"checker failed to run: {done.stderr.strip()}"
+    results = json.loads(done.stdout)
+    assert len(results) == len(scripts)
+    return results
+
+
+def test_there_are_flux_queries_for_both_schemas() -> None:
+    assert {q.schema for q in FLUX} == {"wide", "long"}
+    assert {"heatmap_raw_flux", "heatmap_downsampled_flux", "streams_flux", "channels_flux"} <= {q.name for q in FLUX}
+
+
+def test_every_flux_query_passes_the_semantic_check(checker) -> None:
+    results = check([as_plain_flux(q.text) for q in FLUX])
+    failed = {q.name: r["errors"] for q, r in zip(FLUX, results) if not r["valid"]}
+    assert not failed
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        # unknown function
+        'from(bucket: v.defaultBucket) |> range(start: v.timeRangeStart) |> pivut(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
+        # wrong argument type: rowKey must be an array
+        'from(bucket: v.defaultBucket) |> range(start: v.timeRangeStart) |> pivot(rowKey: "_time", columnKey: ["_field"], valueColumn: "_value")',
+        # unknown argument
+        'from(bucket: v.defaultBucket) |> range(start: v.timeRangeStart) |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmptyy: false)',
+        # syntax error
+        'from(bucket: v.defaultBucket |> range(start: v.timeRangeStart)',
+    ],
+    ids=["unknown-function", "wrong-type", "unknown-argument", "syntax"],
+)
+def test_checker_rejects_broken_flux(checker, broken: str) -> None:
+    (result,) = check([as_plain_flux(broken)])
+    assert not result["valid"] and result["errors"]
+
+
+def test_grafana_macros_are_what_makes_the_queries_valid(checker) -> None:
+    """Without ``option v`` the queries must fail: the checker really resolves identifiers."""
+    (result,) = check([queries.get("heatmap_raw_flux").render(VARIABLES)])
+    assert not result["valid"]
+
+
+def _string_literals(text: str) -> set[str]:
+    return set(re.findall(r'"([^"\\]*)"', text))
+
+
+@pytest.mark.parametrize("query", FLUX, ids=lambda q: q.name)
+def test_flux_query_uses_the_names_the_encoder_writes(query) -> None:
+    """docs/data-model.md: measurement eeg_spectrum, tags stream_name/channel; long: frequency_bin, power."""
+    text = query.text
+    literals = _string_literals(text)
+    assert "v.defaultBucket" in text
+    assert "eeg_spectrum" in literals
+    if query.name.startswith("streams"):
+        assert "stream_name" in literals
+        return
+    assert "r.stream_name ==" in text and "${stream}" in literals
+    if query.name.startswith("channels"):
+        assert "channel" in literals
+        return
+    assert "r.channel ==" in text and "${channel}" in literals
+    assert "range(start: v.timeRangeStart, stop: v.timeRangeStop)" in text
+    # The heatmap needs time + one column per bin, and nothing else.
+    pivot_key = "_field" if query.schema == "wide" else "frequency_bin"
+    assert f'pivot(rowKey: ["_time"], columnKey: ["{pivot_key}"], valueColumn: "_value")' in text
+    assert {"_start", "_stop", "_measurement", "stream_name", "channel"} <= literals
+    if query.schema == "long":
+        assert 'r._field == "power"' in text
+    if "downsampled" in query.name or query.schema == "long":
+        assert "aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)" in text

@@ -28,7 +28,9 @@ from bridge.config import (
     load_options,
     require_stream_selector,
 )
+from bridge.events import MarkerFollower, encode_health
 from bridge.health import HealthServer
+from bridge.lsl_source import build_predicate
 from bridge.logs import StatusReporter, setup_logging
 from bridge.metrics import Metrics
 from bridge.pipeline import EXIT_BAD_INPUT, EXIT_OK, Pipeline
@@ -205,6 +207,29 @@ def _health_server(pipeline: Pipeline, metrics: Metrics) -> HealthServer | None:
         ) from None
 
 
+def _health_points(pipeline: Pipeline, metrics: Metrics, archive: InfluxSink) -> threading.Thread | None:
+    """Write the loss ledger into the archive now and then, for the dashboards' health row."""
+    settings = pipeline.settings.influxdb
+    if settings.health_interval_sec <= 0:
+        return None
+
+    def loop() -> None:
+        while not pipeline.stop.wait(settings.health_interval_sec):
+            description = pipeline.source.description
+            stream = description.name if description else (pipeline.settings.lsl.name or "unknown")
+            archive.offer_events(encode_health(settings.health_measurement, stream, metrics, time.time_ns()))
+
+    return threading.Thread(target=loop, name="health-points", daemon=True)
+
+
+def _markers(pipeline: Pipeline, archive: InfluxSink) -> MarkerFollower | None:
+    lsl = pipeline.settings.lsl
+    if not (lsl.marker_name or lsl.marker_type):
+        return None
+    predicate = build_predicate(lsl.marker_name, lsl.marker_type)
+    return MarkerFollower(predicate, pipeline.settings.influxdb.marker_measurement, archive.offer_events, pipeline.stop)
+
+
 def cmd_run(argv: Sequence[str]) -> int:
     settings = _parse_settings(run_parser(), argv, stream_needed=True)
     setup_logging(settings.observability.log_level, settings.observability.log_format)
@@ -214,7 +239,8 @@ def cmd_run(argv: Sequence[str]) -> int:
     sinks: list[Sink] = []
     if settings.grafana is not None:
         sinks.append(GrafanaLiveSink(settings.grafana, metrics.sink("grafana"), token=_grafana_token(settings)))
-    sinks.append(_influx_sink(settings, metrics))
+    archive = _influx_sink(settings, metrics)
+    sinks.append(archive)
     pipeline = Pipeline(settings, metrics, sinks)
     health = _health_server(pipeline, metrics)
     _install_signals(pipeline.stop)
@@ -222,6 +248,9 @@ def cmd_run(argv: Sequence[str]) -> int:
     status.start()
     if health is not None:
         health.start()
+    for helper in (_health_points(pipeline, metrics, archive), _markers(pipeline, archive)):
+        if helper is not None:
+            helper.start()
     try:
         code = pipeline.run()
     finally:

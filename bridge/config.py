@@ -46,6 +46,8 @@ class Options(BaseModel):
     lsl_source_id: str | None = Field(None, alias="LSL_SOURCE_ID", description="LSL source_id (unique per device).")
     lsl_stale_sec: float = Field(3.0, gt=0, alias="LSL_STALE_SEC", description="Seconds without a sample before the stream counts as lost and is re-resolved.")
     lsl_buffer_sec: int = Field(30, ge=1, alias="LSL_BUFFER_SEC", description="Seconds of samples liblsl may buffer if the bridge stalls.")
+    lsl_marker_stream_name: str | None = Field(None, alias="LSL_MARKER_STREAM_NAME", description="Also follow this LSL marker (string) stream; markers become InfluxDB events and Grafana annotations.")
+    lsl_marker_stream_type: str | None = Field(None, alias="LSL_MARKER_STREAM_TYPE", description="Marker stream type (e.g. Markers), instead of or with its name.")
     # --- spectra ----------------------------------------------------------------------------
     spectrum_mode: Literal["raw", "precomputed"] = Field("raw", alias="SPECTRUM_MODE", description="raw: compute a sliding STFT from EEG samples; precomputed: every sample already is a spectrum.")
     spectrum_nperseg: int = Field(256, ge=2, alias="SPECTRUM_NPERSEG", description="Samples per STFT window.")
@@ -79,6 +81,9 @@ class Options(BaseModel):
     batch_interval_sec: float = Field(1.0, gt=0, alias="BATCH_INTERVAL_SEC", description="Longest a frame waits before its batch is written (and made durable).")
     influxdb_timeout_sec: float = Field(10.0, gt=0, alias="INFLUXDB_TIMEOUT_SEC", description="Per-write timeout.")
     influxdb_max_body_bytes: int = Field(5_000_000, ge=10_000, alias="INFLUXDB_MAX_BODY_BYTES", description="Largest write body; bigger batches are split (1.x allows 25 MB, 3.x 10 MB).")
+    influxdb_marker_measurement: str = Field("eeg_markers", min_length=1, alias="INFLUXDB_MARKER_MEASUREMENT", description="Measurement for LSL markers (string field marker).")
+    influxdb_health_measurement: str = Field("bridge_health", min_length=1, alias="INFLUXDB_HEALTH_MEASUREMENT", description="Measurement for the bridge's own loss ledger.")
+    health_write_interval_sec: float = Field(10.0, ge=0, alias="HEALTH_WRITE_INTERVAL_SEC", description="Write the loss ledger to InfluxDB this often (0 = never).")
     spool_dir: str = Field(default_factory=_state_dir, alias="SPOOL_DIR", description="Directory of the durable archive spool.")
     spool_max_bytes: int = Field(1 << 30, ge=1_000_000, alias="SPOOL_MAX_BYTES", description="Spool size limit; beyond it the oldest data is dropped (counted, logged).")
     # --- transport security ------------------------------------------------------------------
@@ -94,6 +99,7 @@ class Options(BaseModel):
     shutdown_timeout_sec: float = Field(15.0, ge=0, alias="SHUTDOWN_TIMEOUT_SEC", description="On stop, how long to keep uploading the spool before leaving the rest for next start.")
 
     @field_validator("lsl_stream_name", "lsl_stream_type", "lsl_source_id", "grafana_admin_user",
+                     "lsl_marker_stream_name", "lsl_marker_stream_type",
                      "influxdb_username", "spectrum_channels", "precomputed_frequencies", "tls_ca_bundle")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
@@ -177,6 +183,8 @@ class LslSettings:
     source_id: str | None
     stale_sec: float
     buffer_sec: int
+    marker_name: str | None = None
+    marker_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,9 @@ class InfluxSettings:
     timeout_sec: float
     max_body_bytes: int
     tls: TlsSettings
+    marker_measurement: str = "eeg_markers"
+    health_measurement: str = "bridge_health"
+    health_interval_sec: float = 10.0
 
     @property
     def database(self) -> tuple[str, str | None]:
@@ -342,6 +353,8 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
             source_id=options.lsl_source_id,
             stale_sec=options.lsl_stale_sec,
             buffer_sec=options.lsl_buffer_sec,
+            marker_name=options.lsl_marker_stream_name,
+            marker_type=options.lsl_marker_stream_type,
         ),
         spectrum=SpectrumSettings(
             mode=options.spectrum_mode,
@@ -369,6 +382,9 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
             password=options.influxdb_password,
             measurement=options.influxdb_measurement,
             schema=options.influxdb_schema,
+            marker_measurement=options.influxdb_marker_measurement,
+            health_measurement=options.influxdb_health_measurement,
+            health_interval_sec=options.health_write_interval_sec,
             batch_size=options.batch_size,
             batch_interval_sec=options.batch_interval_sec,
             timeout_sec=options.influxdb_timeout_sec,

@@ -93,10 +93,10 @@ def _xpath_literal(value: str) -> str:
     raise StreamRejected(f"stream selector {value!r} contains both quote characters; LSL cannot query it")
 
 
-def build_predicate(settings: LslSettings) -> str:
+def build_predicate(name: str | None, type_: str | None = None, source_id: str | None = None) -> str:
     parts = [
         f"{key}={_xpath_literal(value)}"
-        for key, value in (("name", settings.name), ("type", settings.type), ("source_id", settings.source_id))
+        for key, value in (("name", name), ("type", type_), ("source_id", source_id))
         if value
     ]
     return " and ".join(parts)
@@ -153,7 +153,7 @@ class LslSource:
         self.settings = settings
         self.require_regular_rate = require_regular_rate
         self.stop = stop
-        self.predicate = build_predicate(settings)
+        self.predicate = build_predicate(settings.name, settings.type, settings.source_id)
         self._on_wait = on_wait or (lambda message: log.info("%s", message))
         self._inlet: pylsl.StreamInlet | None = None
         self._buffer: np.ndarray | None = None

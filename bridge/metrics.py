@@ -11,7 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# The *_created series double the scrape for no use here.
+disable_created_metrics()
 
 DROP_REASONS = ("stale", "queue_full", "spool_full", "rejected", "failed")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -107,6 +110,12 @@ class Metrics:
                 latency=self._latency.labels(name),
             )
         return self._sinks[name]
+
+    def sink_names(self) -> list[str]:
+        return list(self._sinks)
+
+    def dropped_total(self, sink: str) -> float:
+        return sum(self.value("eeg_bridge_sink_frames_dropped_total", sink=sink, reason=r) for r in DROP_REASONS)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of one sample (``*_total`` for counters), 0 if never set."""

@@ -236,7 +236,7 @@ def test_influx_413_splits_the_body(spool: Spool) -> None:
     try:
         for seq in range(4):
             sink.offer(frame(seq))
-        wait_until(lambda: spool.empty, 60)
+        wait_until(lambda: metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 4, 60)
     finally:
         sink.close(5)
     delivered = [c.request.content for c in route.calls if len(c.request.content) <= limit]
@@ -292,11 +292,11 @@ def v2_server() -> Iterator[str]:
 
 def test_influx_v2_goes_through_influxdb_client(spool: Spool, v2_server: str) -> None:
     settings = influx_settings(url=v2_server, api="v2", token=SecretStr("tok-123"), bucket="neuroscience", username=None)
-    sink, _ = start_influx(settings, spool)
+    sink, metrics = start_influx(settings, spool)
     try:
         sink.offer(frame(0))
         sink.offer(frame(1))
-        wait_until(lambda: spool.empty, 30)
+        wait_until(lambda: metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 2, 30)
     finally:
         sink.close(5)
     (path, headers, body) = _Recorder.requests[0]

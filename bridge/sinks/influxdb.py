@@ -29,6 +29,7 @@ from influxdb_client.rest import ApiException
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from bridge.config import InfluxSettings
+from bridge.events import EventLines
 from bridge.frame import SpectrumFrame
 from bridge.line_protocol import LineProtocolEncoder
 from bridge.metrics import Metrics, SinkMetrics
@@ -175,7 +176,7 @@ class InfluxSink:
         self._encoder = LineProtocolEncoder(
             schema=settings.schema, measurement=settings.measurement, tag_channel=True, tag_stream=True
         )
-        self._inbox: queue.Queue[SpectrumFrame | None] = queue.Queue(maxsize=INBOX_FRAMES)
+        self._inbox: queue.Queue[SpectrumFrame | EventLines | None] = queue.Queue(maxsize=INBOX_FRAMES)
         self._stop_uploading = threading.Event()
         self._max_body = settings.max_body_bytes
         self._batcher = threading.Thread(target=self._run_batcher, name="sink-influxdb-batch", daemon=True)
@@ -205,6 +206,13 @@ class InfluxSink:
             log.error("influxdb: the archive inbox is full (%d frames): the disk is not keeping up; frame %d dropped",
                       INBOX_FRAMES, frame.seq)
         self.metrics.queue_depth.set(self._inbox.qsize() + self.spool.pending_frames)
+
+    def offer_events(self, events: EventLines) -> None:
+        """Markers and health points: archived with the next batch, through the same spool."""
+        try:
+            self._inbox.put_nowait(events)
+        except queue.Full:
+            log.error("influxdb: the archive inbox is full; %d event points dropped", events.points)
 
     def queue_depth(self) -> int:
         return self._inbox.qsize() + self.spool.pending_frames
@@ -238,43 +246,52 @@ class InfluxSink:
 
     # ---- batcher -----------------------------------------------------------------------------
     def _run_batcher(self) -> None:
-        batch: list[SpectrumFrame] = []
+        frames: list[SpectrumFrame] = []
+        events: list[EventLines] = []
         deadline = 0.0
         while True:
-            timeout = None if not batch else max(0.0, deadline - time.monotonic())
+            waiting = frames or events
+            timeout = max(0.0, deadline - time.monotonic()) if waiting else None
             try:
-                frame = self._inbox.get(timeout=timeout)
-            except queue.Empty:  # the oldest frame of the batch has waited BATCH_INTERVAL_SEC
-                self._spool_batch(batch)
-                batch = []
+                item = self._inbox.get(timeout=timeout)
+            except queue.Empty:  # the oldest item of the batch has waited BATCH_INTERVAL_SEC
+                self._spool_batch(frames, events)
+                frames, events = [], []
                 continue
-            if frame is None:  # close(): make everything durable, then stop
-                self._spool_batch(batch)
+            if item is None:  # close(): make everything durable, then stop
+                self._spool_batch(frames, events)
                 return
-            if not batch:
+            if not waiting:
                 deadline = time.monotonic() + self.settings.batch_interval_sec
-            batch.append(frame)
-            if len(batch) >= self.settings.batch_size:
-                self._spool_batch(batch)
-                batch = []
+            if isinstance(item, EventLines):
+                events.append(item)
+            else:
+                frames.append(item)
+            if len(frames) >= self.settings.batch_size:
+                self._spool_batch(frames, events)
+                frames, events = [], []
 
-    def _spool_batch(self, batch: list[SpectrumFrame]) -> None:
-        if not batch:
+    def _spool_batch(self, frames: list[SpectrumFrame], events: list[EventLines]) -> None:
+        if not frames and not events:
             return
         try:
-            encoded = self._encoder.encode_many(batch)
-            if encoded.values_skipped:
-                self.metrics.values_skipped.inc(encoded.values_skipped)
-            if encoded.lines:
-                dropped = self.spool.append(encoded.body, len(batch))
+            body = b""
+            if frames:
+                encoded = self._encoder.encode_many(frames)
+                if encoded.values_skipped:
+                    self.metrics.values_skipped.inc(encoded.values_skipped)
+                body = encoded.body
+            body += b"".join(e.body for e in events)
+            if body:
+                dropped = self.spool.append(body, len(frames))
                 self.metrics.drop("spool_full", dropped)
             self._update_spool_gauges()
         except OSError as exc:
-            self.metrics.drop("failed", len(batch))
-            log.error("influxdb: cannot write %d frames to the spool at %s: %s", len(batch), self.spool.directory, exc)
+            self.metrics.drop("failed", len(frames))
+            log.error("influxdb: cannot write %d frames to the spool at %s: %s", len(frames), self.spool.directory, exc)
         except Exception:  # noqa: BLE001 - a bad batch must not stop the archive
-            self.metrics.drop("failed", len(batch))
-            log.exception("influxdb: could not encode a batch of %d frames; dropped", len(batch))
+            self.metrics.drop("failed", len(frames))
+            log.exception("influxdb: could not encode a batch of %d frames; dropped", len(frames))
 
     def _update_spool_gauges(self) -> None:
         self.ledger.spool_bytes.set(self.spool.pending_bytes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,6 +70,12 @@ class BridgeProcess:
         self.kill()
         if hasattr(self, "_log"):
             self._log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, message: Callable[[], str] | str = "condition not met") -> None:

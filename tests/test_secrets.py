@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.bridge_process import wait_until
+from tests.bridge_process import free_port, wait_until
 from tests.fixtures_lsl import Player, make_outlet, unique
 
 GRAFANA_TOKEN = "glsa_SECRETgrafanaTOKEN123456789"
@@ -51,12 +50,6 @@ def refusing_server() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_no_secret_in_any_output(refusing_server: str, bridges, players: list[Player], tmp_path: Path) -> None:

@@ -902,6 +902,8 @@ class GrafanaLiveStandIn:
             writer.write(_http_response(_Reply(exc.status), close=True))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # dropped on purpose (down/stop); ending normally keeps asyncio from logging it
         except Exception:
             log.exception("stand-in connection failed")
         finally:

@@ -96,20 +96,27 @@ def admin_ws(grafana_live: GrafanaLiveStandIn) -> Iterator[ClientConnection]:
 class SilentWebSocket:
     """A push client that does the handshake by hand and never reads again, so never answers a ping."""
 
-    def __init__(self, standin: GrafanaLiveStandIn, token: str = ADMIN_TOKEN) -> None:
+    def __init__(self, standin: GrafanaLiveStandIn) -> None:
         self.sock = socket.create_connection(("127.0.0.1", standin.port), timeout=10)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET /api/live/push/eeg HTTP/1.1\r\nHost: 127.0.0.1:{standin.port}\r\n"
-                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
-            ).encode()
-        )
-        head = b""
-        while not head.endswith(b"\r\n\r\n"):  # byte by byte: leave any ping frame unread
-            head += self.sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101 "), head
+        try:
+            key = base64.b64encode(os.urandom(16)).decode()
+            self.sock.sendall(
+                (
+                    f"GET /api/live/push/eeg HTTP/1.1\r\nHost: 127.0.0.1:{standin.port}\r\n"
+                    f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+                ).encode()
+            )
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):  # byte by byte: leave any ping frame unread
+                head += self.sock.recv(1)
+            assert head.startswith(b"HTTP/1.1 101 "), head
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def close(self) -> None:
+        self.sock.close()
 
     def send(self, text: str) -> None:
         self.sock.sendall(Frame(Opcode.TEXT, text.encode()).serialize(mask=True, extensions=[]))
@@ -129,7 +136,7 @@ def silent_ws(keepalive_live: GrafanaLiveStandIn) -> Iterator[SilentWebSocket]:
     try:
         yield client
     finally:
-        client.sock.close()
+        client.close()
 
 
 # --- HTTP push: authentication and permission -------------------------------------------------------
@@ -567,19 +574,21 @@ def test_down_refuses_connections_drops_websockets_and_comes_back_on_the_same_po
     grafana_live: GrafanaLiveStandIn, admin_ws: ClientConnection
 ) -> None:
     url = grafana_live.push_url()
-    grafana_live.set_mode("down")
-    with pytest.raises(httpx.ConnectError):
-        push(grafana_live, b"Fz a=1 1")
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", grafana_live.port), timeout=10).close()
-    assert grafana_live.wait_for(lambda: not only_connection(grafana_live).is_open)
-    assert only_connection(grafana_live).close_reason == "server down"
-    with pytest.raises(ConnectionClosed):
-        admin_ws.recv(timeout=10)
+    with httpx.Client(headers=EDITOR, timeout=10) as client:
+        assert client.post(url, content=b"Fz a=1 1").status_code == 200  # leaves a kept-alive connection
+        grafana_live.set_mode("down")
+        with pytest.raises(httpx.ConnectError):
+            client.post(url, content=b"Fz a=2 2")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", grafana_live.port), timeout=10).close()
+        assert only_connection(grafana_live).close_reason == "server down"
+        with pytest.raises(ConnectionClosed):
+            admin_ws.recv(timeout=10)
 
-    grafana_live.set_mode("ok")
-    assert grafana_live.push_url() == url
-    assert push(grafana_live, b"Fz a=1 1").status_code == 200
+        grafana_live.set_mode("ok")
+        assert grafana_live.push_url() == url
+        assert client.post(url, content=b"Fz a=3 3").status_code == 200
+    assert [row.time_ns for row in grafana_live.browser_rows(FZ)] == [1, 3]
 
 
 def test_error_5xx_answers_503_with_retry_after_and_publishes_nothing(
@@ -657,6 +666,11 @@ def test_reset_resets_the_tcp_connection(grafana_live: GrafanaLiveStandIn) -> No
 
     grafana_live.set_mode("ok")
     assert push(grafana_live, b"Fz a=1 1").status_code == 200
+
+
+def test_wait_for_gives_up_at_its_deadline(grafana_live: GrafanaLiveStandIn) -> None:
+    with pytest.raises(TimeoutError, match="never"):
+        grafana_live.wait_for(lambda: False, timeout=0.2, what="never")
 
 
 # --- as a process ----------------------------------------------------------------------------------------

@@ -154,7 +154,9 @@ def _value_words(fixed: np.ndarray, decimals: int) -> np.ndarray:
     frac_part = magnitude - int_part * 10**decimals
     largest = int(int_part.max())
     if decimals == 3 and largest < 1000:
-        return (_SIGN_INT[int_part + 1000 * negative] | _FRAC[frac_part])[:, None]
+        words = _SIGN_INT[int_part + 1000 * negative]
+        words |= _FRAC[frac_part]
+        return words[:, None]
     int_digits = max(_MIN_INT_DIGITS, len(str(largest)))
     width = -(-(2 + int_digits + decimals) // 8) * 8
     chars = np.zeros((fixed.size, width), dtype=np.uint8)
@@ -342,11 +344,9 @@ class LineProtocolEncoder:
         template = self._template(parts, count, words.shape[1] * 8, tails.shape[1] * 8)
         template.values[:rows] = words.reshape(rows, cells, -1)
         template.tails[:count] = tails[:, None, :]
-        matrix = template.buf[:rows]
-        if all_ok:
-            return matrix.tobytes().translate(None, b"\0"), rows, 0
-        kept = int(line_ok.sum())
-        return matrix[line_ok].tobytes().translate(None, b"\0"), kept, (rows - kept) * cells
+        matrix = template.buf[:rows] if all_ok else template.buf[:rows][line_ok]
+        kept = len(matrix)
+        return matrix.tobytes().translate(None, b"\0"), kept, (rows - kept) * cells
 
 
 def _line_start(measurement: str, tags: list[tuple[str, str]]) -> str:

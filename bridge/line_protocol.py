@@ -51,7 +51,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def _fast_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Look-up tables for digits and for whole 8-byte value words.
 
-    For 3 decimals and |x| < 1000 a value is exactly one little word ``[sign][3 int][.][3 frac]``:
+    For 3 decimals and |x| < 1000 a value is exactly one 8-byte word ``[sign][3 int][.][3 frac]``:
     ``SIGN_INT[int + 1000 * negative] | FRAC[frac]`` builds it with two gathers, with NUL in
     place of the sign and leading zeros. Built as bytes and viewed, so byte order is native.
     """
@@ -130,9 +130,9 @@ def bin_field_names(frequencies: np.ndarray) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class EncodeResult:
-    body: bytes
+    body: bytes  # complete line-protocol body, every line ends with '\n'
     lines: int
-    values_skipped: int
+    values_skipped: int  # values not written: non-finite, |x| >= MAX_ABS_VALUE, or in a dropped wide line
 
 
 def _digits(x: np.ndarray, width: int) -> np.ndarray:

@@ -7,7 +7,7 @@ makes it longer, a crash leaves it on disk to be replayed at the next start (or 
 memory. Re-sending a segment after a crash between "accepted" and "removed" is harmless: the
 same series and timestamp overwrite, they do not duplicate.
 
-A segment is one file ``<seq>-<frames>.lp`` written to a temporary name, fsynced and renamed,
+A segment is one file ``<seq>-<frames>-<newest sample ns>.lp`` written to a temporary name, fsynced and renamed,
 so a reader never sees half a segment. Quarantined segments (rejected by the server) move to
 ``quarantine/`` with the server's message beside them.
 """
@@ -31,6 +31,8 @@ class Segment:
     seq: int
     frames: int
     size: int
+    #: Unix ns of the newest sample in the segment's frames (0 when unknown), for latency.
+    newest_sample_ns: int = 0
 
     def read(self) -> bytes:
         return self.path.read_bytes()
@@ -38,8 +40,9 @@ class Segment:
 
 def _parse(path: Path) -> Segment | None:
     try:
-        seq, frames = path.stem.split("-")
-        return Segment(path=path, seq=int(seq), frames=int(frames), size=path.stat().st_size)
+        seq, frames, newest = path.stem.split("-")
+        return Segment(path=path, seq=int(seq), frames=int(frames), size=path.stat().st_size,
+                       newest_sample_ns=int(newest))
     except (ValueError, OSError):
         return None
 
@@ -60,12 +63,12 @@ class Spool:
         self._closed = False
 
     # ---- producer side -------------------------------------------------------------------------
-    def append(self, body: bytes, frames: int) -> int:
+    def append(self, body: bytes, frames: int, newest_sample_ns: int = 0) -> int:
         """Make ``body`` durable; return how many older frames had to be dropped to fit it."""
         with self._lock:
             seq = self._next_seq
             self._next_seq += 1
-        path = self.directory / f"{seq:016d}-{frames:06d}{_SUFFIX}"
+        path = self.directory / f"{seq:016d}-{frames:06d}-{newest_sample_ns:d}{_SUFFIX}"
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as handle:
             handle.write(body)
@@ -75,7 +78,7 @@ class Spool:
         self._fsync_dir()
         dropped = 0
         with self._lock:
-            self._segments.append(Segment(path=path, seq=seq, frames=frames, size=len(body)))
+            self._segments.append(Segment(path, seq, frames, len(body), newest_sample_ns))
             while self._size_locked() > self.max_bytes and len(self._segments) > 1:
                 oldest = self._segments.pop(0)
                 oldest.path.unlink(missing_ok=True)

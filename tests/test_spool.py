@@ -25,7 +25,7 @@ def test_reopen_recovers_segments_and_discards_torn_writes(tmp_path: Path) -> No
     spool = Spool(tmp_path, max_bytes=10_000_000)
     spool.append(b"a f=1 1\n", frames=1)
     spool.append(b"a f=2 2\n", frames=2)
-    (tmp_path / "0000000000000002-000001.tmp").write_bytes(b"a f=3")  # the crash hit mid-write
+    (tmp_path / "0000000000000002-000001-0.tmp").write_bytes(b"a f=3")  # the crash hit mid-write
     again = Spool(tmp_path, max_bytes=10_000_000)
     assert again.pending_frames == 3
     assert not list(tmp_path.glob("*.tmp"))

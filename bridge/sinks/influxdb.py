@@ -283,7 +283,8 @@ class InfluxSink:
                 body = encoded.body
             body += b"".join(e.body for e in events)
             if body:
-                dropped = self.spool.append(body, len(frames))
+                newest = max((f.newest_sample_ns for f in frames), default=0)
+                dropped = self.spool.append(body, len(frames), newest)
                 self.metrics.drop("spool_full", dropped)
             self._update_spool_gauges()
         except OSError as exc:
@@ -352,8 +353,7 @@ class InfluxSink:
                 return
             raise
         self.spool.remove(segments)
-        frames = sum(s.frames for s in segments)
-        self.metrics.succeeded(frames)
+        self.metrics.succeeded(sum(s.frames for s in segments), max(s.newest_sample_ns for s in segments))
         self.health.ok()
         self._update_spool_gauges()
 

@@ -233,7 +233,7 @@ def _markers(pipeline: Pipeline, archive: InfluxSink) -> MarkerFollower | None:
 def cmd_run(argv: Sequence[str]) -> int:
     settings = _parse_settings(run_parser(), argv, stream_needed=True)
     setup_logging(settings.observability.log_level, settings.observability.log_format)
-    if settings.grafana and settings.grafana.tls.insecure:
+    if settings.influxdb.tls.insecure:
         log.warning("TLS_INSECURE is set: certificates are NOT verified; anyone on the path can read the tokens")
     metrics = Metrics()
     sinks: list[Sink] = []

@@ -29,10 +29,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _ClearStatusFormatter(logging.Formatter):
+    """On a terminal, wipe the status line first so a log line never lands glued to it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\r\x1b[2K" + super().format(record)
+
+
 def setup_logging(level: str, fmt: Literal["text", "json"]) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         formatter: logging.Formatter = JsonFormatter()
+    elif sys.stderr.isatty():
+        formatter = _ClearStatusFormatter(_TEXT_FORMAT)
     else:
         formatter = logging.Formatter(_TEXT_FORMAT)
     formatter.converter = time.gmtime

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pydantic import SecretStr
 
@@ -28,7 +28,7 @@ from bridge.config import (
     load_options,
     require_stream_selector,
 )
-from bridge.events import MarkerFollower, encode_health
+from bridge.events import HealthPoints, MarkerFollower, Producer, encode_health
 from bridge.health import HealthServer
 from bridge.lsl_source import build_predicate
 from bridge.logs import StatusReporter, setup_logging
@@ -207,27 +207,22 @@ def _health_server(pipeline: Pipeline, metrics: Metrics) -> HealthServer | None:
         ) from None
 
 
-def _health_points(pipeline: Pipeline, metrics: Metrics, archive: InfluxSink) -> threading.Thread | None:
-    """Write the loss ledger into the archive now and then, for the dashboards' health row."""
-    settings = pipeline.settings.influxdb
-    if settings.health_interval_sec <= 0:
-        return None
-
-    def loop() -> None:
-        while not pipeline.stop.wait(settings.health_interval_sec):
-            description = pipeline.source.description
-            stream = description.name if description else (pipeline.settings.lsl.name or "unknown")
-            archive.offer_events(encode_health(settings.health_measurement, stream, metrics, time.time_ns()))
-
-    return threading.Thread(target=loop, name="health-points", daemon=True)
-
-
-def _markers(pipeline: Pipeline, archive: InfluxSink) -> MarkerFollower | None:
-    lsl = pipeline.settings.lsl
-    if not (lsl.marker_name or lsl.marker_type):
-        return None
-    predicate = build_predicate(lsl.marker_name, lsl.marker_type)
-    return MarkerFollower(predicate, pipeline.settings.influxdb.marker_measurement, archive.offer_events, pipeline.stop)
+def _producers(settings: Settings, metrics: Metrics, archive: InfluxSink, stop: threading.Event,
+               stream_name: Callable[[], str]) -> list[Producer]:
+    """Health points and markers, which reach the archive beside the spectra."""
+    producers: list[Producer] = []
+    influx = settings.influxdb
+    if influx.health_interval_sec > 0:
+        producers.append(HealthPoints(
+            influx.health_interval_sec,
+            lambda: encode_health(influx.health_measurement, stream_name(), metrics, time.time_ns()),
+            archive.offer_events,
+            stop,
+        ))
+    if settings.lsl.marker_name or settings.lsl.marker_type:
+        predicate = build_predicate(settings.lsl.marker_name, settings.lsl.marker_type)
+        producers.append(MarkerFollower(predicate, influx.marker_measurement, archive.offer_events, stop))
+    return producers
 
 
 def cmd_run(argv: Sequence[str]) -> int:
@@ -242,15 +237,18 @@ def cmd_run(argv: Sequence[str]) -> int:
     archive = _influx_sink(settings, metrics)
     sinks.append(archive)
     pipeline = Pipeline(settings, metrics, sinks)
+
+    def stream_name() -> str:
+        description = pipeline.source.description
+        return description.name if description else (settings.lsl.name or "unknown")
+
+    pipeline.producers = _producers(settings, metrics, archive, pipeline.stop, stream_name)
     health = _health_server(pipeline, metrics)
     _install_signals(pipeline.stop)
     status = _status_line(pipeline, metrics)
     status.start()
     if health is not None:
         health.start()
-    for helper in (_health_points(pipeline, metrics, archive), _markers(pipeline, archive)):
-        if helper is not None:
-            helper.start()
     try:
         code = pipeline.run()
     finally:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import pylsl
 
@@ -62,6 +62,36 @@ def encode_health(measurement: str, stream: str, metrics: Metrics, time_ns: int)
     text = ",".join(f"{escape_key(k)}={float(v)!r}" for k, v in fields.items())
     line = f"{escape_measurement(measurement)},stream_name={escape_key(stream)} {text} {time_ns}\n"
     return EventLines(line.encode(), 1)
+
+
+class Producer(Protocol):
+    """A thread that feeds the archive beside the spectra; joined before the sinks close."""
+
+    def start(self) -> None: ...
+
+    def join(self, timeout: float) -> None: ...
+
+
+class HealthPoints:
+    """Writes the loss ledger into the archive every ``interval`` seconds."""
+
+    def __init__(self, interval: float, emit: Callable[[], EventLines], sink: Callable[[EventLines], None],
+                 stop: threading.Event) -> None:
+        self._interval = interval
+        self._emit = emit
+        self._sink = sink
+        self._stop = stop
+        self._thread = threading.Thread(target=self._run, name="health-points", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sink(self._emit())
 
 
 class MarkerFollower:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bridge.config import Settings, SpectrumSettings
+from bridge.events import Producer
 from bridge.frame import SpectrumFrame, channel_names
 from bridge.lsl_source import LslSource, StreamDescription, StreamRejected
 from bridge.metrics import Metrics
@@ -102,6 +103,8 @@ class Pipeline:
         self.source = LslSource(
             settings.lsl, require_regular_rate=settings.spectrum.mode == "raw", stop=self.stop
         )
+        #: Threads feeding the archive beside the spectra (markers, health points).
+        self.producers: list[Producer] = []
         self.engine: SpectrumEngine | None = None
         self._selection: Selection | None = None
         self._last_time_ns = 0
@@ -146,6 +149,8 @@ class Pipeline:
     def run(self) -> int:
         for sink in self.sinks:
             sink.start()
+        for producer in self.producers:
+            producer.start()
         try:
             description = self.source.connect()
             if description is not None:
@@ -159,8 +164,11 @@ class Pipeline:
             log.error("%s", exc)
             return EXIT_LAYOUT_CHANGED
         finally:
+            self.stop.set()
             self.source.close()
             self.metrics.stream_connected.set(0)
+            for producer in self.producers:
+                producer.join(5.0)  # their last points must reach the archive before it closes
             for sink in self.sinks:
                 sink.close(self.settings.shutdown_timeout_sec)
 

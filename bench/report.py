@@ -1,0 +1,216 @@
+"""Markdown for the benchmark results: a summary of every target first, then one table per section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ENCODE_TARGETS = {"wide": 10.0, "long": 20.0}
+
+
+def _ok(flag: bool | None) -> str:
+    return "n/a" if flag is None else ("**pass**" if flag else "**FAIL**")
+
+
+def _f(value: Any, fmt: str = ".1f", none: str = "-") -> str:
+    return none if value is None else format(value, fmt)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out + [""]
+
+
+# ---- summary ---------------------------------------------------------------------------------------
+def summary_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for r in results.get("encoding") or []:
+        if r["serializer"] == "ours":
+            target = ENCODE_TARGETS[r["schema"]]
+            rows.append([
+                f"Encoding {r['channels']}x{r['bins']} {r['schema']}: speed vs influxdb-client Point",
+                f"{r['speedup_vs_point']:.1f}x", f">= {target:g}x", _ok(r["speedup_vs_point"] >= target),
+            ])
+    for r in results.get("spectra") or []:
+        rows.append([
+            f"Spectra {r['channels']}ch {r['fs'] / 1000:g}kHz nperseg {r['nperseg']} hop {r['hop']}: StftEngine vs per-hop spectrogram",
+            f"{r['speedup']:.1f}x (max abs diff {r['max_abs_db_diff']:.3g} dB)", ">= 5x, identical", _ok(r["pass"]),
+        ])
+    for r in results.get("latency") or []:
+        p99 = r["latency_ms"].get("p99")
+        rows.append([
+            f"Latency p99, 64ch 1kHz hop {r['scenario']['nperseg'] - r['scenario']['noverlap']} (live path)",
+            f"{_f(p99)} ms", "<= 20 ms", _ok(r["pass"]),
+        ])
+    for r in results.get("cost") or []:
+        j = r.get("judgement")
+        if not j:
+            continue
+        s = r["scenario"]
+        name = f"{s['channels']}ch {s['rate'] / 1000:g}kHz"
+        c = j["checks"]
+        rows.append([f"Bridge CPU, {name}, both sinks", f"{_f(r['cpu_pct'])} % of one core", f"< {j['cpu_target_pct']:g} %", _ok(c["cpu"])])
+        rows.append([f"Bridge peak RSS, {name}", f"{_f(r['peak_rss_mb'], '.0f')} MB", f"< {j['rss_target_mb']:g} MB", _ok(c["rss"])])
+        rows.append([
+            f"Lag growth, {name} (median latency end - start)", f"{_f(r['lag'].get('growth_ms'), '+.1f')} ms",
+            f"<= {j['lag_limit_ms']:g} ms", _ok(c["lag"]),
+        ])
+        rows.append([
+            f"Nothing lost, {name} (live frames / expected; archived / computed)",
+            f"{r['frames_received']}/{r['frames_expected']:.0f}; {r['archive'].get('frames_archived')}/{r['archive'].get('frames_computed_before_stop', 0):.0f}",
+            "all", _ok(c["live_complete"] and c["archive_complete"]),
+        ])
+    c = results.get("catchup")
+    if c:
+        rows.append([
+            f"Catch-up: drain {c['minutes']:g} min backlog vs raw server ingest",
+            f"{100 * c['ratio']:.0f} % ({c['replay']['seconds']:.1f} s vs {c['raw']['seconds']:.1f} s)",
+            f">= {100 * c['target']:.0f} %", _ok(c["pass"]),
+        ])
+    return rows
+
+
+# ---- sections --------------------------------------------------------------------------------------
+def encoding(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["## 1. Encoding (line protocol per frame, single thread)", ""]
+    body = []
+    for r in rows:
+        target = ENCODE_TARGETS[r["schema"]] if r["serializer"] == "ours" else None
+        body.append([
+            f"{r['channels']}x{r['bins']}", r["schema"], r["serializer"], f"{r['ms_per_frame']:.2f}",
+            f"{r['values_per_s'] / 1e6:.2f}", f"{r['bytes_per_frame'] / 1e3:.0f}", f"{r['speedup_vs_point']:.1f}x",
+            f">= {target:g}x" if target else "", _ok(r["speedup_vs_point"] >= target) if target else "",
+        ])
+    return out + _table(["frame", "schema", "serializer", "ms/frame", "M values/s", "KB/frame", "vs Point", "target", ""], body)
+
+
+def spectra(rows: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "## 2. Spectra: channel-seconds of EEG per CPU-second", "",
+        "Same simulated EEG fed in chunks of 20-50 samples to `bridge.spectrum.StftEngine` and to a rolling "
+        "buffer + `scipy.signal.spectrogram` on the last nperseg samples per hop (`bench/naive.py`); "
+        "CPU = `time.process_time`, median of the repeats.", "",
+    ]
+    body = [[
+        f"{r['channels']}ch {r['fs'] / 1000:g}kHz", f"{r['nperseg']}/{r['hop']}", f"{r['seconds']:g} s",
+        f"{r['engine_ch_s_per_cpu_s']:,.0f}", f"{r['naive_ch_s_per_cpu_s']:,.0f}", f"{r['speedup']:.2f}x",
+        f"{r['frames']}/{r['frames_naive']}", f"{r['max_abs_db_diff']:.3g}", ">= 5x", _ok(r["pass"]),
+    ] for r in rows]
+    return out + _table(
+        ["stream", "nperseg/hop", "EEG", "engine ch-s/CPU-s", "spectrogram ch-s/CPU-s", "speed-up", "frames", "max abs dB diff", "target", ""],
+        body,
+    )
+
+
+def _lat(r: dict[str, Any], key: str) -> str:
+    return _f(r["latency_ms"].get(key))
+
+
+def latency(rows: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "## 3. Latency: last sample of a window pushed into LSL -> frame received by Grafana Live (stand-in)", "",
+        "64 ch x 1 kHz, nperseg 256, bridge subprocess, InfluxDB off (spool only). Frames identified by timestamp.", "",
+    ]
+    body = [[
+        str(r["scenario"]["nperseg"] - r["scenario"]["noverlap"]), f"{r['window_s']:.0f} s",
+        f"{r['frames_received']}/{r['frames_expected']:.0f}", _lat(r, "p50"), _lat(r, "p90"), _lat(r, "p99"), _lat(r, "max"),
+        _f(r["cpu_pct"]), "<= 20 ms", _ok(r["pass"]) + (f" ({r['error'][:80]})" if r["error"] else ""),
+    ] for r in rows]
+    return out + _table(["hop", "window", "frames rx/expected", "p50 ms", "p90 ms", "p99 ms", "max ms", "bridge CPU %", "p99 target", ""], body)
+
+
+def cost(rows: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "## 4. Cost at scale (real-time streaming, both sinks: Grafana stand-in + real InfluxDB 1.x)", "",
+        "nperseg 256, noverlap 128. CPU in % of ONE core over the measured window (utime+stime from /proc); "
+        "peak RSS = VmHWM. floor = pull the stream into numpy and discard; baseline = per-hop spectrogram + "
+        "influxdb-client Point + default batching write_api + one httpx POST per frame (`bench/baseline.py`). "
+        "Latency/lag as in section 3; lag growth = median latency of the last third (or minute) minus the first. "
+        "influxd / rest = CPU of the InfluxDB server and of everything else on the machine meanwhile.", "",
+    ]
+    body = []
+    for r in rows:
+        s = r["scenario"]
+        j = r.get("judgement")
+        arch = r.get("archive") or {}
+        archived = arch.get("frames_archived")
+        body.append([
+            f"{s['channels']}ch {s['rate'] / 1000:g}kHz", s["kind"], f"{r['window_s']:.0f} s", _f(r["cpu_pct"]),
+            _f(r["peak_rss_mb"], ".0f"),
+            _lat(r, "p50") if s["kind"] != "floor" else "",
+            _lat(r, "p99") if s["kind"] != "floor" else "",
+            _f(r["lag"].get("growth_ms"), "+.1f") if s["kind"] != "floor" else "",
+            f"{r['frames_received']}/{r['frames_expected']:.0f}" if s["kind"] != "floor" else "",
+            "" if archived is None else str(archived),
+            _f(r["others_cpu_pct"].get("influxd")), _f(r["others_cpu_pct"].get("rest_of_machine")),
+            (f"CPU < {j['cpu_target_pct']:g} %, RSS < {j['rss_target_mb']:g} MB, lag <= {j['lag_limit_ms']:g} ms" if j else ""),
+            (_ok(j["pass"]) if j else "") + (f" (error: {r['error'][:80]})" if r["error"] else ""),
+        ])
+    out += _table(
+        ["stream", "process", "window", "CPU %", "peak RSS MB", "p50 ms", "p99 ms", "lag growth ms", "live frames", "archived",
+         "influxd CPU %", "rest CPU %", "targets", ""],
+        body,
+    )
+    by = {(r["scenario"]["channels"], r["scenario"]["kind"]): r for r in rows}
+    for ch in sorted({r["scenario"]["channels"] for r in rows}):
+        b, f, n = by.get((ch, "bridge")), by.get((ch, "floor")), by.get((ch, "baseline"))
+        if b and f and n and None not in (b["cpu_pct"], f["cpu_pct"], n["cpu_pct"]) and b["cpu_pct"]:
+            out.append(
+                f"- {ch} ch: bridge {b['cpu_pct']:.1f} % = floor {f['cpu_pct']:.1f} % + {b['cpu_pct'] - f['cpu_pct']:.1f} points; "
+                f"the straightforward pipeline uses {n['cpu_pct'] / b['cpu_pct']:.1f}x the bridge's CPU."
+            )
+    return out + [""]
+
+
+def catchup(c: dict[str, Any]) -> list[str]:
+    b = c["backlog"]
+    out = [
+        "## 5. Catch-up: draining a spool backlog into a real InfluxDB 1.x", "",
+        f"Backlog: {c['minutes']:g} min of 64 ch x 1 kHz frames (nperseg 256, hop 128): {b['frames']} frames in "
+        f"{b['segments']} segments, {b['bytes'] / 1e6:.0f} MB, {b['values'] / 1e6:.1f} M values. raw = the same bodies "
+        "POSTed back to back by the benchmark (httpx, one connection); replay = `python -m bridge replay`. "
+        "Fresh server for each.", "",
+    ]
+    body = []
+    for name, side in (("raw ingest", c["raw"]), ("bridge replay", c["replay"])):
+        body.append([
+            name, f"{side['seconds']:.1f}", f"{side['frames_per_s']:.0f}", f"{side['mb_per_s']:.1f}", f"{side['values_per_s'] / 1e6:.2f}",
+            f"{side['influxd_cpu_pct']:.0f}", str(side["frames_stored"]),
+        ])
+    out += _table(["", "seconds", "frames/s", "MB/s", "M values/s", "influxd CPU %", "frames stored"], body)
+    rp = c["replay"]
+    out.append(
+        f"Replay drains at **{100 * c['ratio']:.0f} %** of raw ingest (target >= {100 * c['target']:.0f} %: {_ok(c['pass'])}); "
+        f"plus {rp['startup_s']:.1f} s process start-up; replay process CPU {rp['replay_cpu_pct']:.0f} % of one core."
+    )
+    return out + [""]
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    out = [
+        "# eeg-bridge benchmark", "",
+        f"`{results['command']}` on {results['started']} ({results['mode']} run, {results['elapsed_s'] / 60:.1f} min).", "",
+        f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gb']} GB; Linux {m['kernel']}; Python {m['python']}, "
+        f"numpy {m['numpy']}, scipy {m['scipy']}, pylsl {m['pylsl']}, liblsl {m['liblsl']}, influxdb-client "
+        f"{m['influxdb_client']}, {m['influxd']}.", "",
+        f"Load average at start {m['load_average_at_start']}, at end {results.get('load_average_at_end')}. "
+        + results.get("busy_note", ""), "",
+        "## Summary: every figure against its target", "",
+    ]
+    out += _table(["figure", "measured", "target", ""], summary_rows(results))
+    if results.get("encoding"):
+        out += encoding(results["encoding"])
+    elif "encoding_error" in results:
+        out += ["## 1. Encoding", "", f"not measured: {results['encoding_error']}", ""]
+    if results.get("spectra"):
+        out += spectra(results["spectra"])
+    if results.get("latency"):
+        out += latency(results["latency"])
+    if results.get("cost"):
+        out += cost(results["cost"])
+    if results.get("catchup"):
+        out += catchup(results["catchup"])
+    for note in results.get("notes", []):
+        out.append(f"- {note}")
+    return "\n".join(out).rstrip() + "\n"

@@ -185,3 +185,33 @@ def test_shipped_heatmap_query_reads_what_the_bridge_wrote(wide: Archived, influ
             variables={"stream": wide.stream, "channel": "O1"},
         )
         assert_heatmap_result(influxdb_server.query(text, db=wide.db), expected_bins(), times, values)
+
+
+def test_offline_recording_is_uploaded_by_replay(
+    influxdb_server: InfluxDBServer, influxdb_database: str, bridges, players: list[Player], tmp_path: Path
+) -> None:
+    """No InfluxDB during the session: everything goes to the spool; `eeg-bridge replay` uploads it."""
+    stream = unique("offline")
+    outlet = make_outlet(stream, channels=len(LABELS), rate=FS, labels=LABELS)
+    spool = tmp_path / "offline-spool"
+    common = {"SPOOL_DIR": str(spool), "INFLUXDB_API": "v1", "INFLUXDB_BUCKET": influxdb_database}
+    process = bridges({**common, "LSL_STREAM_NAME": stream, "GRAFANA_URL": "", "INFLUXDB_URL": "",
+                       "SPECTRUM_NPERSEG": str(NPERSEG), "SPECTRUM_NOVERLAP": str(NOVERLAP), "HEALTH_WRITE_INTERVAL_SEC": "0"})
+    process.wait_for_output("connected to")
+    player = Player(outlet, known_signal(), FS, chunk=16)
+    players.append(player)
+    player.start()
+    assert player.done.wait(60)
+
+    def spooled() -> int:
+        return sum(int(p.name.split("-")[1]) for p in spool.glob("*.lp"))
+
+    wait_until(lambda: spooled() == FRAMES, 60, process.output)  # durable within BATCH_INTERVAL_SEC
+    assert process.terminate() == 0
+    assert spooled() == FRAMES
+    assert stored_times(influxdb_server, influxdb_database, "wide") == []
+    replay = bridges({**common, "INFLUXDB_URL": influxdb_server.url}, args=("replay",))
+    assert replay.proc is not None and replay.proc.wait(120) == 0, replay.output()
+    assert len(stored_times(influxdb_server, influxdb_database, "wide")) == FRAMES
+    assert not list(spool.glob("*.lp"))
+    assert f"replay done: {FRAMES} frames uploaded" in replay.output()

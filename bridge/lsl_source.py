@@ -189,16 +189,27 @@ class LslSource:
             stop=stop_never,
             sleep=lambda seconds: self.stop.wait(seconds),
         )
-        found = retrying(self._resolve_once)
-        if self.stop.is_set() or not found:
-            return None
-        if len(found) > 1:
-            listing = "; ".join(describe(info).who() for info in found)
-            raise StreamRejected(
-                f"{len(found)} LSL streams match {self.predicate}: {listing}. "
-                "Add LSL_SOURCE_ID (or a more specific name/type) to choose one."
-            )
-        return self._open(found[0])
+        while True:
+            found = retrying(self._resolve_once)
+            if self.stop.is_set() or not found:
+                return None
+            if len(found) > 1:
+                listing = "; ".join(describe(info).who() for info in found)
+                raise StreamRejected(
+                    f"{len(found)} LSL streams match {self.predicate}: {listing}. "
+                    "Add LSL_SOURCE_ID (or a more specific name/type) to choose one."
+                )
+            try:
+                return self._open(found[0])
+            except (pylsl.util.LostError, pylsl.util.TimeoutError) as exc:
+                # An outlet that was just closed can still answer a resolve; opening it then
+                # fails. Not fatal: forget that one and resolve again.
+                log.warning(
+                    "LSL stream %s went away while being opened (%s); resolving again",
+                    describe(found[0]).who(), exc,
+                )
+                self._lost_uids.add(found[0].uid())
+                self.stop.wait(RESOLVE_WINDOW_SEC)
 
     def _open(self, info: pylsl.StreamInfo) -> StreamDescription:
         if info.channel_format() == pylsl.cf_string:

@@ -5,8 +5,10 @@
 
 The JSON is generated rather than hand-edited so that every panel shares one set of heatmap
 settings (each of which fixes a known Grafana pitfall, see docs/grafana_eeg_heatmap_setup.md)
-and every query is copied verbatim from ``dashboards/queries.py``. A test regenerates the
-dashboards in memory and compares them with the committed files.
+and every query is copied verbatim from ``dashboards/queries.py``. Each dashboard also gets the
+same bridge-health row (from the ``bridge_health`` points) and the LSL-marker annotation (from
+``eeg_markers``), in its own query language. A test regenerates the dashboards in memory and
+compares them with the committed files.
 
 Standard library only: it runs before anything is installed.
 """
@@ -55,6 +57,19 @@ LIVE_MAX_DATA_POINTS = 100 * math.ceil(2 * DEFAULT_FRAME_RATE_HZ * LIVE_WINDOW_S
 #: bucket would hold one frame or none, so short ranges get raw frames and no gaps.
 HISTORY_MIN_INTERVAL = "250ms"
 HISTORY_MAX_DATA_POINTS = 1000
+
+# ---- bridge health row ---------------------------------------------------------------------------
+#: The bridge writes one bridge_health point every HEALTH_WRITE_INTERVAL_SEC (default 10 s): a
+#: finer $__interval would only add empty buckets (and a rate over two points 10 s apart is the
+#: finest there is).
+HEALTH_MIN_INTERVAL = "10s"
+#: The live dashboard shows 2 minutes, a dozen health points; its health row looks further back.
+LIVE_HEALTH_WINDOW = "30m"
+HEALTH_PANEL_HEIGHT = 6
+#: Grafana custom units ("suffix:<text>"): 3 frames/s, 12 frames.
+FRAMES_PER_S = "suffix: frames/s"
+FRAMES = "suffix: frames"
+MARKER_COLOR = "rgba(255, 96, 96, 1)"
 
 # ---- colour scale: dB of µV²/Hz; scalp EEG sits roughly between these --------------------------
 COLOR_MIN_DB = -20
@@ -148,6 +163,176 @@ def flux_target(query_name: str) -> Json:
     return {"refId": "A", "datasource": FLUX_DS, "query": queries.get(query_name).text}
 
 
+def influxql_series_target(query_name: str) -> Json:
+    """Raw InfluxQL as time series: one series per selected column, named by its AS alias ($col)."""
+    return {
+        "refId": "A",
+        "datasource": INFLUXQL_DS,
+        "query": queries.get(query_name).text,
+        "rawQuery": True,
+        "resultFormat": "time_series",
+        "alias": "$col",
+    }
+
+
+def health_target(language: str, panel: str) -> Json:
+    name = f"health_{panel}_{language}"
+    return influxql_series_target(name) if language == "influxql" else flux_target(name)
+
+
+def row(title: str, y: int, *, repeat: str | None = None) -> Json:
+    panel: Json = {
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+        "panels": [],
+    }
+    if repeat is not None:
+        panel["repeat"] = repeat
+    return panel
+
+
+def timeseries_panel(title: str, target: Json, *, grid: Json, unit: str, description: str,
+                     time_from: str | None, decimals: int | None = None) -> Json:
+    defaults: Json = {
+        "unit": unit,
+        "min": 0,
+        "color": {"mode": "palette-classic"},
+        "custom": {
+            "drawStyle": "line",
+            "lineInterpolation": "linear",
+            "lineWidth": 1,
+            "fillOpacity": 10,
+            "showPoints": "auto",
+            "pointSize": 4,
+            # A gap in the ledger means the bridge was not writing: show it, do not bridge it.
+            "spanNulls": False,
+            "axisSoftMin": 0,
+        },
+    }
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    panel: Json = {
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": target["datasource"],
+        "gridPos": grid,
+        "interval": HEALTH_MIN_INTERVAL,
+        "targets": [target],
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom", "calcs": ["max"]},
+            "tooltip": {"mode": "multi", "sort": "none"},
+        },
+    }
+    if time_from is not None:
+        panel["timeFrom"] = time_from
+    return panel
+
+
+def connected_panel(target: Json, *, grid: Json, description: str, time_from: str | None) -> Json:
+    panel: Json = {
+        "type": "state-timeline",
+        "title": "LSL stream connected",
+        "description": description,
+        "datasource": target["datasource"],
+        "gridPos": grid,
+        "interval": HEALTH_MIN_INTERVAL,
+        "targets": [target],
+        "fieldConfig": {
+            "defaults": {
+                "color": {"mode": "thresholds"},
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}],
+                },
+                "mappings": [
+                    {
+                        "type": "value",
+                        "options": {
+                            "0": {"text": "disconnected", "color": "red", "index": 0},
+                            "1": {"text": "connected", "color": "green", "index": 1},
+                        },
+                    }
+                ],
+                "custom": {"fillOpacity": 80, "lineWidth": 0},
+            },
+            "overrides": [],
+        },
+        "options": {
+            "showValue": "never",
+            "mergeValues": True,
+            "alignValue": "left",
+            "rowHeight": 0.9,
+            "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
+            "tooltip": {"mode": "single", "sort": "none"},
+        },
+    }
+    if time_from is not None:
+        panel["timeFrom"] = time_from
+    return panel
+
+
+def health_row(language: str, y: int, *, time_from: str | None) -> list[Json]:
+    """A row of five panels read from the bridge_health points of the selected $stream."""
+    h = HEALTH_PANEL_HEIGHT
+    description = {q.name: q.description for q in queries.QUERIES}
+
+    def grid(x: int, w: int) -> Json:
+        return {"h": h, "w": w, "x": x, "y": y + 1}
+
+    def d(panel: str) -> str:
+        return description[f"health_{panel}_{language}"]
+
+    return [
+        row("Bridge health ($stream)", y),
+        timeseries_panel("Delivery latency", health_target(language, "latency"), grid=grid(0, 5), unit="s",
+                         description=d("latency"), time_from=time_from),
+        timeseries_panel("Frames dropped", health_target(language, "drops"), grid=grid(5, 5), unit=FRAMES_PER_S,
+                         description=d("drops"), time_from=time_from),
+        timeseries_panel("LSL staleness", health_target(language, "staleness"), grid=grid(10, 5), unit="s",
+                         description=d("staleness"), time_from=time_from),
+        timeseries_panel("Queues and spool", health_target(language, "backlog"), grid=grid(15, 5), unit=FRAMES,
+                         description=d("backlog"), time_from=time_from, decimals=0),
+        connected_panel(health_target(language, "connected"), grid=grid(20, 4), description=d("connected"),
+                        time_from=time_from),
+    ]
+
+
+def marker_annotation(language: str) -> Json:
+    """LSL markers as annotations, on every panel with a time axis."""
+    query = queries.get(f"markers_annotation_{language}")
+    annotation: Json = {
+        "name": "LSL markers",
+        "enable": True,
+        "hide": False,
+        "iconColor": MARKER_COLOR,
+    }
+    if language == "influxql":
+        # The shape Grafana's InfluxQL annotation editor saves: the query and which columns hold
+        # the text and the tags, on the target (fromAnnotations marks it as an annotation query).
+        annotation["datasource"] = INFLUXQL_DS
+        annotation["target"] = {
+            "refId": "Anno",
+            "fromAnnotations": True,
+            "queryType": "tags",
+            "rawQuery": True,
+            "query": query.text,
+            "textColumn": queries.MARKER_FIELD,
+            "tagsColumn": queries.STREAM_TAG,
+            "titleColumn": "",
+            "timeEndColumn": "",
+        }
+    else:
+        # Flux uses Grafana's standard annotation support: fields named text and tags map
+        # themselves, the first time field is the time.
+        annotation["datasource"] = FLUX_DS
+        annotation["target"] = {"refId": "Anno", "query": query.text}
+    return annotation
+
+
 def query_variable(name: str, label: str, datasource: Json, query_name: str, *, multi: bool, refresh: int) -> Json:
     text = queries.get(query_name).text
     return {
@@ -177,7 +362,7 @@ def stream_and_channel_variables(datasource: Json, language: str, refresh: int) 
 
 
 def dashboard(uid: str, title: str, *, description: str, panels: list[Json], variables: list[Json],
-              time_from: str, live_now: bool) -> Json:
+              time_from: str, live_now: bool, annotations: list[Json]) -> Json:
     return {
         "uid": uid,
         "title": title,
@@ -204,7 +389,8 @@ def dashboard(uid: str, title: str, *, description: str, panels: list[Json], var
                     "iconColor": "rgba(0, 211, 255, 1)",
                     "name": "Annotations & Alerts",
                     "type": "dashboard",
-                }
+                },
+                *annotations,
             ]
         },
         "links": [
@@ -248,20 +434,16 @@ def live_dashboard() -> Json:
         "queryType": "measurements",
         "channel": "stream/$live_stream/$channel",
     }
+    health = health_row("influxql", 0, time_from=LIVE_HEALTH_WINDOW)
+    y = 1 + HEALTH_PANEL_HEIGHT
     panels = [
-        {
-            "type": "row",
-            "title": "$channel",
-            "collapsed": False,
-            "gridPos": {"h": 1, "w": 24, "x": 0, "y": 0},
-            "repeat": "channel",
-            "panels": [],
-        },
+        *health,
+        row("$channel", y, repeat="channel"),
         heatmap_panel(
             "$channel: live",
             [live_target],
             datasource=LIVE_DS,
-            grid={"h": 9, "w": 24, "x": 0, "y": 1},
+            grid={"h": 9, "w": 24, "x": 0, "y": y + 1},
             max_data_points=LIVE_MAX_DATA_POINTS,
             description="Pushed by eeg-bridge through Grafana Live; starts filling when the page opens.",
         ),
@@ -269,7 +451,7 @@ def live_dashboard() -> Json:
             "$channel: last minutes (InfluxDB)",
             [influxql_target("live_backfill_influxql")],
             datasource=INFLUXQL_DS,
-            grid={"h": 6, "w": 24, "x": 0, "y": 10},
+            grid={"h": 6, "w": 24, "x": 0, "y": y + 10},
             max_data_points=LIVE_MAX_DATA_POINTS,
             description="The archived frames of the same channel, so a refresh never shows an empty page.",
         ),
@@ -282,6 +464,7 @@ def live_dashboard() -> Json:
         variables=[live_stream, *stream_and_channel_variables(INFLUXQL_DS, "influxql", refresh=1)],
         time_from=f"now-{LIVE_WINDOW_SEC // 60}m",
         live_now=True,
+        annotations=[marker_annotation("influxql")],
     )
 
 
@@ -296,11 +479,13 @@ def history_dashboard(language: str) -> Json:
     else:
         target = flux_target("heatmap_downsampled_flux")
         datasource, label, transformations = FLUX_DS, "Flux", []
+    health = health_row(language, 0, time_from=None)
+    y = 1 + HEALTH_PANEL_HEIGHT
     panel = heatmap_panel(
         "$channel",
         [target],
         datasource=datasource,
-        grid={"h": 8, "w": 24, "x": 0, "y": 0},
+        grid={"h": 8, "w": 24, "x": 0, "y": y + 1},
         max_data_points=HISTORY_MAX_DATA_POINTS,
         interval=HISTORY_MIN_INTERVAL,
         transformations=transformations,
@@ -311,10 +496,11 @@ def history_dashboard(language: str) -> Json:
         f"eeg-spectrogram-history-{language}",
         f"EEG spectrogram history ({label})",
         description=f"Archived spectra from InfluxDB via {label}, for any time range.",
-        panels=[panel],
+        panels=[*health, row("Spectrograms", y), panel],
         variables=stream_and_channel_variables(datasource, language, refresh=2),
         time_from="now-1h",
         live_now=False,
+        annotations=[marker_annotation(language)],
     )
 
 

@@ -5,16 +5,32 @@ The dashboards (``dashboards/generate.py``) and the set-up guide
 semantically check each entry, so a query that works in one place works in all of them.
 
 The text is exactly what goes into Grafana: it still holds Grafana's template variables
-(``$stream``, ``$channel`` in InfluxQL; ``${stream}``, ``${channel}`` in Flux) and macros
+(``$stream``, ``$channel`` in InfluxQL; ``${stream}``, ``${channel:regex}`` in Flux) and macros
 (``$timeFilter``, ``$__interval``; ``v.defaultBucket``, ``v.timeRangeStart``, ``v.timeRangeStop``,
 ``v.windowPeriod``). :meth:`Query.render` substitutes literals for running a query outside
 Grafana.
 
 Names and layout follow ``docs/data-model.md``: measurement ``eeg_spectrum``, tags
 ``stream_name`` and ``channel``; wide schema = one float field per frequency bin, named by a
-zero-padded number (``000.00``); long schema = tag ``frequency_bin`` and field ``power``.
-A bridge run with another ``INFLUXDB_MEASUREMENT`` needs :data:`MEASUREMENT` changed here and
-the dashboards regenerated (dashboard JSON cannot read environment variables).
+zero-padded number (``000.00``); long schema = tag ``frequency_bin`` and field ``power``. The
+bridge's own points, written the same way under either schema: ``bridge_health`` (the loss
+ledger, tag ``stream_name``, float fields) and ``eeg_markers`` (LSL markers, tag ``stream_name``
+= the marker stream, string field ``marker``).
+A bridge run with another ``INFLUXDB_MEASUREMENT`` (``INFLUXDB_HEALTH_MEASUREMENT``,
+``INFLUXDB_MARKER_MEASUREMENT``) needs the constant below changed here and the dashboards
+regenerated (dashboard JSON cannot read environment variables).
+
+Template variables are matched with regular expressions, never with ``=``:
+
+- ``$channel`` is a multi-value variable with *All*. Grafana interpolates it for InfluxQL as
+  regex-escaped values joined by ``|`` in parentheses (``(Cz|Fz)``; a single value in a
+  repeated panel comes out escaped, without parentheses), which is only meaningful inside
+  ``=~ /^...$/``. The Flux queries ask for the same with ``${channel:regex}``.
+- ``$stream`` is single-valued, but Grafana 11+ also regex-escapes a single-valued variable
+  whenever it finds it between two ``/`` of the query's text, which any heatmap query here would
+  trigger (``/^[0-9]/ ... '$stream' ... /^$channel$/``): in a ``'...'`` string a stream name with
+  a dot would then turn into ``'a\\.b'``, which InfluxQL rejects. Inside ``=~ /^$stream$/`` the
+  escaping is what is needed. (The variable queries, which hold no ``/``, keep ``= '$stream'``.)
 
 This module is imported by file path from tests and the generator, so it depends on the
 standard library only, and it avoids ``from __future__ import annotations``: a dataclass with
@@ -23,13 +39,28 @@ string annotations needs its module in ``sys.modules``, which a plain load-by-pa
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 MEASUREMENT = "eeg_spectrum"
 STREAM_TAG = "stream_name"
 CHANNEL_TAG = "channel"
 BIN_TAG = "frequency_bin"
 POWER_FIELD = "power"
+
+#: The loss ledger (bridge/events.py ``encode_health``): tag ``stream_name`` (the EEG stream),
+#: float fields, counters cumulative since the bridge started.
+HEALTH_MEASUREMENT = "bridge_health"
+#: Sinks with per-sink ledger fields ``<sink>_sent``, ``_retries``, ``_dropped``,
+#: ``_queue_depth``, ``_latency_seconds``.
+HEALTH_SINKS = ("grafana", "influxdb")
+#: LSL markers (bridge/events.py ``encode_markers``): tag ``stream_name`` = the MARKER stream's
+#: name (not the EEG stream's, so the annotation does not filter on ``$stream``), string field.
+MARKER_MEASUREMENT = "eeg_markers"
+MARKER_FIELD = "marker"
+
+#: docs/history-and-downsampling.md: retention policy and measurement of the 1-minute means.
+COARSE_RETENTION_POLICY = "coarse"
+COARSE_MEASUREMENT = f"{MEASUREMENT}_1m"
 
 #: InfluxQL regex selecting the bin fields of the wide schema and nothing else: bin names start
 #: with a digit, tag keys (``channel``, ``stream_name``) do not, so no string column reaches the
@@ -41,7 +72,18 @@ BIN_FIELDS_REGEX = "/^[0-9]/"
 BACKFILL_WINDOW = "5m"
 
 Language = Literal["influxql", "flux"]
-Schema = Literal["wide", "long"]
+#: ``wide`` / ``long``: the INFLUXDB_SCHEMA a spectrum query reads. ``events``: the query reads
+#: ``bridge_health`` or ``eeg_markers``, which the bridge writes the same way under either schema.
+Schema = Literal["wide", "long", "events"]
+
+#: Characters Grafana's ``escapeRegex`` (@grafana/data) prefixes with a backslash.
+_REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")
+_PLACEHOLDER = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)")
+
+
+def escape_regex(value: str) -> str:
+    """What Grafana's ``escapeRegex`` does to each value of a ``:regex``-formatted variable."""
+    return _REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), value)
 
 
 @dataclass(frozen=True)
@@ -54,27 +96,44 @@ class Query:
     text: str
     description: str
 
-    def render(self, variables: Mapping[str, str]) -> str:
-        """Replace Grafana's ``$name`` / ``${name}`` placeholders by literal text.
+    def render(self, variables: Mapping[str, str | Sequence[str]]) -> str:
+        """Replace Grafana's ``$name`` / ``${name}`` / ``${name:regex}`` placeholders by text.
 
-        Longer names are replaced first so that ``$__interval`` is never mistaken for a
-        variable called ``$__i``; unknown placeholders are left as they are, which makes a
-        forgotten variable fail loudly on the server instead of silently matching nothing.
+        A plain placeholder takes the value literally (it must be one string). ``:regex`` does
+        what Grafana's regex format does: each value regex-escaped, several joined as ``(a|b)``.
+        Names are matched whole, so ``$__interval`` is never mistaken for a variable ``$__i``;
+        unknown placeholders are left as they are, which makes a forgotten variable fail loudly
+        on the server instead of silently matching nothing. (The InfluxQL tests interpolate with
+        a fuller model of Grafana, tests/history_assertions.py ``grafana_influxql``.)
         """
-        text = self.text
-        for key in sorted(variables, key=len, reverse=True):
-            text = text.replace("${" + key + "}", variables[key])
-            text = re.sub(re.escape("$" + key) + r"(?![A-Za-z0-9_])", lambda _: variables[key], text)
-        return text
+
+        def substitute(match: "re.Match[str]") -> str:
+            name = match.group(1) or match.group(3)
+            if name not in variables:
+                return match.group(0)
+            value, fmt = variables[name], match.group(2)
+            if fmt == "regex":
+                values = [value] if isinstance(value, str) else list(value)
+                escaped = [escape_regex(v) for v in values]
+                return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+            if fmt is not None:
+                raise ValueError(f"format :{fmt} of ${{{name}}} is not supported here")
+            if not isinstance(value, str):
+                raise ValueError(f"${name} takes one value; several need a format such as ${{{name}:regex}}")
+            return value
+
+        return _PLACEHOLDER.sub(substitute, self.text)
 
 
 _M = f'"{MEASUREMENT}"'
-_WHERE_CHANNEL = f"\"{STREAM_TAG}\" = '$stream' AND \"{CHANNEL_TAG}\" = '$channel'"
+_WHERE_STREAM = f'"{STREAM_TAG}" =~ /^$stream$/'
+_WHERE_CHANNEL = f'{_WHERE_STREAM} AND "{CHANNEL_TAG}" =~ /^$channel$/'
 
-_FLUX_HEAD = f"""from(bucket: v.defaultBucket)
-  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)
+_FLUX_RANGE = """from(bucket: v.defaultBucket)
+  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)"""
+_FLUX_HEAD = f"""{_FLUX_RANGE}
   |> filter(fn: (r) => r._measurement == "{MEASUREMENT}")
-  |> filter(fn: (r) => r.{STREAM_TAG} == "${{stream}}" and r.{CHANNEL_TAG} == "${{channel}}")"""
+  |> filter(fn: (r) => r.{STREAM_TAG} == "${{stream}}" and r.{CHANNEL_TAG} =~ /^${{channel:regex}}$/)"""
 _FLUX_DOWNSAMPLE = "\n  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)"
 
 
@@ -89,6 +148,83 @@ def _flux_wide_frame(column_key: str, *leftovers: str) -> str:
         f'\n  |> pivot(rowKey: ["_time"], columnKey: ["{column_key}"], valueColumn: "_value")'
         f"\n  |> drop(columns: [{dropped}])"
     )
+
+
+# ---- bridge health ---------------------------------------------------------------------------
+# One panel each; InfluxQL names its series with AS (the panels use alias $col), Flux keeps the
+# ledger's field names. max() per interval for gauges and counters (a counter's max is its last
+# value), min() for stream_connected so that a disconnection anywhere in a bucket shows.
+
+_H = f'"{HEALTH_MEASUREMENT}"'
+_HEALTH_WHERE = f"WHERE {_WHERE_STREAM} AND $timeFilter"
+_HEALTH_GROUP = "GROUP BY time($__interval) fill(none)"
+
+
+def _health_influxql(selections: str) -> str:
+    return f"SELECT {selections} FROM {_H} {_HEALTH_WHERE} {_HEALTH_GROUP}"
+
+
+def _health_flux(fields: Sequence[str], fn: str, *extra: str) -> str:
+    wanted = " or ".join(f'r._field == "{f}"' for f in fields)
+    lines = [
+        _FLUX_RANGE,
+        f'  |> filter(fn: (r) => r._measurement == "{HEALTH_MEASUREMENT}" and r.{STREAM_TAG} == "${{stream}}")',
+        f"  |> filter(fn: (r) => {wanted})",
+        f"  |> aggregateWindow(every: v.windowPeriod, fn: {fn}, createEmpty: false)",
+        *(f"  |> {step}" for step in extra),
+        '  |> keep(columns: ["_time", "_value", "_field"])',
+    ]
+    return "\n".join(lines)
+
+
+def _per_sink(template: str) -> str:
+    return ", ".join(template.format(sink=sink) for sink in HEALTH_SINKS)
+
+
+def _health_queries() -> tuple[Query, ...]:
+    panels = {
+        "latency": (
+            _per_sink('max("{sink}_latency_seconds") AS "{sink}"'),
+            [f"{sink}_latency_seconds" for sink in HEALTH_SINKS],
+            "max",
+            (),
+            "Seconds from a frame's newest sample to its delivery, per sink (worst per interval).",
+        ),
+        "drops": (
+            _per_sink('non_negative_derivative(max("{sink}_dropped"), 1s) AS "{sink}"'),
+            [f"{sink}_dropped" for sink in HEALTH_SINKS],
+            "max",
+            ("derivative(unit: 1s, nonNegative: true)",),
+            "Frames given up per second, per sink: the rate of increase of the cumulative "
+            "*_dropped counters. A bridge restart resets them; the negative step is left out.",
+        ),
+        "staleness": (
+            'max("seconds_since_sample") AS "seconds since last sample"',
+            ["seconds_since_sample"],
+            "max",
+            (),
+            "LSL staleness: seconds since the last sample arrived (worst per interval).",
+        ),
+        "backlog": (
+            _per_sink('max("{sink}_queue_depth") AS "{sink} queue"') + ', max("spool_frames") AS "spool"',
+            [*(f"{sink}_queue_depth" for sink in HEALTH_SINKS), "spool_frames"],
+            "max",
+            (),
+            "Frames waiting: each sink's queue and the archive spool on disk (largest per interval).",
+        ),
+        "connected": (
+            'min("stream_connected") AS "connected"',
+            ["stream_connected"],
+            "min",
+            (),
+            "1 while the LSL inlet is open, 0 otherwise (0 if it was down at any time in the interval).",
+        ),
+    }
+    found: list[Query] = []
+    for panel, (selections, fields, fn, extra, description) in panels.items():
+        found.append(Query(f"health_{panel}_influxql", "influxql", "events", _health_influxql(selections), description))
+        found.append(Query(f"health_{panel}_flux", "flux", "events", _health_flux(fields, fn, *extra), description))
+    return tuple(found)
 
 
 QUERIES: tuple[Query, ...] = (
@@ -218,6 +354,53 @@ QUERIES: tuple[Query, ...] = (
         description=(
             f"Long schema: the pivot turns the {BIN_TAG} tag into one column per bin, giving the "
             "same frame as the wide queries, no Grafana transformation needed."
+        ),
+    ),
+    # ---- InfluxQL, 1-minute means (docs/history-and-downsampling.md) ----------------------
+    Query(
+        name="heatmap_coarse_influxql",
+        language="influxql",
+        schema="wide",
+        text=(
+            f'SELECT mean(/^mean_/) FROM "{COARSE_RETENTION_POLICY}"."{COARSE_MEASUREMENT}" '
+            f"WHERE {_WHERE_CHANNEL} AND $timeFilter GROUP BY time($__interval) fill(none)"
+        ),
+        description=(
+            "The 1-minute means that the downsampling recipe keeps for a year, for ranges beyond "
+            "the raw retention; panel Min interval 1m. Columns come back as mean_mean_000.00: rename "
+            "with regex ^(?:mean_)+(.*)$."
+        ),
+    ),
+    # ---- bridge health (measurement bridge_health) ----------------------------------------
+    *_health_queries(),
+    # ---- LSL markers as annotations (measurement eeg_markers) -----------------------------
+    Query(
+        name="markers_annotation_influxql",
+        language="influxql",
+        schema="events",
+        text=f'SELECT "{MARKER_FIELD}", "{STREAM_TAG}" FROM "{MARKER_MEASUREMENT}" WHERE $timeFilter',
+        description=(
+            "Annotation query: one row per marker at its own timestamp; Grafana's InfluxDB "
+            f"annotation takes the text from column {MARKER_FIELD} (textColumn) and a tag from "
+            f"{STREAM_TAG} (tagsColumn, the marker stream). Every marker stream, whatever $stream."
+        ),
+    ),
+    Query(
+        name="markers_annotation_flux",
+        language="flux",
+        schema="events",
+        text=(
+            f"{_FLUX_RANGE}\n"
+            f'  |> filter(fn: (r) => r._measurement == "{MARKER_MEASUREMENT}" and r._field == "{MARKER_FIELD}")\n'
+            "  |> group()\n"
+            f'  |> keep(columns: ["_time", "_value", "{STREAM_TAG}"])\n'
+            f'  |> rename(columns: {{_value: "text", {STREAM_TAG}: "tags"}})\n'
+            '  |> sort(columns: ["_time"])'
+        ),
+        description=(
+            "Annotation query (standard annotation support): one table of time, text (the marker) "
+            "and tags (the marker stream), the field names Grafana maps to an annotation's text "
+            "and tags without any configuration."
         ),
     ),
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +26,58 @@ MEAN_TOLERANCE_DB = 1e-9
 _GRAFANA_VARIABLE = re.compile(r"\$(\w+)|\[\[(\w+?)(?::(\w+))?\]\]|\$\{(\w+)(?:\.([^:^}]+))?(?::([^}]+))?\}")
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
 _NS_PER_UNIT = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
+
+#: The shipped dashboards' multi-value (and include-All) variables; tests/test_dashboards.py
+#: checks that this is what the dashboards declare.
+DASHBOARD_MULTI_VARIABLES = frozenset({"channel"})
+
+# @grafana/data escapeRegex: /[\\^$*+?.()|[\]{}\/]/g -> '\\$&'
+_REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")
+# JavaScript parseFloat: the longest leading decimal number (after whitespace), or NaN.
+_JS_FLOAT_PREFIX = re.compile(r"\s*[+-]?(?:Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
+# Grafana's InfluxDB datasource, interpolateQueryExpr: text between two slashes, and the
+# variable's own "inside a /regex/" test. JavaScript '.' matches no newline, like Python's.
+_BETWEEN_SLASHES = re.compile(r"(?<=/).+?(?=/)")
+
+
+def escape_regex(value: str) -> str:
+    """Grafana's ``escapeRegex`` (@grafana/data), restated here rather than imported from queries.py."""
+    return _REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), value)
+
+
+def _js_parse_float_is_nan(value: str) -> bool:
+    return _JS_FLOAT_PREFIX.match(value) is None
+
+
+def interpolate_query_expr(value: str | Sequence[str], name: str, *, multi: bool, query: str) -> str:
+    """One variable in a raw InfluxQL query, as Grafana 11/12's InfluxDB datasource formats it.
+
+    (public/app/plugins/datasource/influxdb/datasource.ts ``interpolateQueryExpr``.) A string that
+    JavaScript's parseFloat reads as a number is left as it is. A multi-value variable is
+    regex-escaped: one string (a repeated panel's value) alone, a selection as ``(a|b)``. A
+    single-valued variable is regex-escaped only when the query's text holds it between two
+    slashes, i.e. apparently inside a regex; otherwise it goes in raw.
+    """
+    if isinstance(value, str) and not _js_parse_float_is_nan(value):
+        return value
+    if multi:
+        if isinstance(value, str):
+            return escape_regex(value)
+        return "(" + "|".join(escape_regex(v) for v in value) + ")"
+    if not isinstance(value, str):
+        raise AssertionError(f"${name} is single-valued here, it cannot take {list(value)}")
+    in_regex = re.compile(r"/(?:\^)?(.*)(\$" + name + r")(.*)(?:\$)?/")
+    if _BETWEEN_SLASHES.search(query) and in_regex.search(query):
+        return escape_regex(value)
+    return value
+
+
+def _regex_format(value: str | Sequence[str]) -> str:
+    """Grafana's ``:regex`` variable format (scenes formatRegistry)."""
+    if isinstance(value, str):
+        return escape_regex(value)
+    escaped = [escape_regex(v) for v in value]
+    return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
 
 
 def load_queries() -> ModuleType:
@@ -50,28 +102,43 @@ def grafana_influxql(
     from_ms: int,
     to_ms: int,
     interval: str = "10s",
-    variables: Mapping[str, str] | None = None,
+    variables: Mapping[str, str | Sequence[str]] | None = None,
+    multi: Collection[str] = DASHBOARD_MULTI_VARIABLES,
 ) -> str:
     """Interpolate an InfluxQL panel or variable query as Grafana does before sending it.
 
-    `$timeFilter` becomes the absolute ms range; single-valued template variables (neither multi
-    nor include-all) are inserted as raw text, which is what Grafana does for InfluxQL. A
-    placeholder Grafana would not know fails here instead of reaching the server.
+    `$timeFilter` becomes the absolute ms range and `$__interval` the interval (Grafana's backend
+    does both). Template variables go through :func:`interpolate_query_expr`, the datasource's own
+    formatting, on the query's original text; `multi` names the multi-value variables, whose
+    value is either one string (a repeated panel) or the selected values (a list). A placeholder
+    Grafana would not know fails here instead of reaching the server.
     """
+    original = text
     text = text.replace("$timeFilter", f"time >= {from_ms}ms and time <= {to_ms}ms")
-    known = {
+    macros = {
         "__interval": interval,
         "interval": interval,
         "__interval_ms": str(duration_ns(interval) // 10**6),
         "__from": str(from_ms),
         "__to": str(to_ms),
-        **(variables or {}),
     }
+    variables = dict(variables or {})
+    assert not set(variables) & set(macros)
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2) or match.group(4)
-        assert name in known, f"query uses {match.group(0)}, which this test does not define"
-        return known[name]
+        fmt = match.group(3) or match.group(6)
+        if name in macros:
+            return macros[name]
+        assert name in variables, f"query uses {match.group(0)}, which this test does not define"
+        value = variables[name]
+        if fmt is None:
+            return interpolate_query_expr(value, name, multi=name in multi, query=original)
+        assert fmt in {"regex", "raw"}, f"format :{fmt} not modelled here"
+        if fmt == "raw":
+            assert isinstance(value, str)
+            return value
+        return _regex_format(value)
 
     return _GRAFANA_VARIABLE.sub(substitute, text)
 
@@ -186,3 +253,24 @@ def assert_tag_values(result: Mapping[str, Any], key: str, expected: Sequence[st
     series = single_statement(result).get("series", [])
     rows = [row for s in series for row in s["values"]]
     assert rows == [[key, value] for value in sorted(expected)]
+
+
+def annotation_events(result: Mapping[str, Any], *, text_column: str, tags_column: str) -> list[dict[str, Any]]:
+    """The annotation events Grafana's InfluxDB datasource makes of an InfluxQL annotation result.
+
+    A restatement of ``InfluxSeries.getAnnotations`` (public/app/plugins/datasource/influxdb):
+    per series, the ``time`` column is the time (ms, as Grafana asks with ``epoch=ms``; `result`
+    here has ns), the text comes from `text_column`, every column named in the comma-separated
+    `tags_column` adds its non-empty values, split on commas, to the tags.
+    """
+    tag_names = set(tags_column.replace(" ", "").split(","))
+    events = []
+    for series in single_statement(result).get("series", []):
+        columns = series["columns"]
+        assert "time" in columns and text_column in columns, f"{text_column!r} not among {columns}"
+        time_at, text_at = columns.index("time"), columns.index(text_column)
+        tags_at = [i for i, name in enumerate(columns) if name in tag_names]
+        for row in series["values"]:
+            tags = [tag for i in tags_at if row[i] for tag in row[i].split(",")]
+            events.append({"time": row[time_at] // 10**6, "text": row[text_at], "tags": tags})
+    return events

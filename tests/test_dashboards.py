@@ -43,6 +43,7 @@ def _load(name: str, path: Path) -> ModuleType:
 
 
 generate = _load("dashboards_generate_under_test", DASHBOARDS / "generate.py")
+history_assertions = _load("history_assertions_for_dashboards", ROOT / "tests" / "history_assertions.py")
 queries = generate.queries
 BOARDS: dict[str, dict[str, Any]] = {
     path.name: json.loads(path.read_text(encoding="utf-8")) for path in sorted(DASHBOARDS.glob("*.json"))
@@ -64,10 +65,40 @@ def heatmaps() -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def targets() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(board, panel, target) with the panel's datasource filled in where the target has none."""
+    """(board, panel, target) of every heatmap, the panel's datasource filled in where the target has none."""
     for name, panel in heatmaps():
         for target in panel["targets"]:
             yield name, panel, {"datasource": panel["datasource"], **target}
+
+
+def all_targets() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(board, panel, target) of every panel that queries, then of every annotation query."""
+    for name, board in BOARDS.items():
+        for panel in panels(board):
+            for target in panel.get("targets", []):
+                yield name, panel, {"datasource": panel["datasource"], **target}
+        for annotation in board["annotations"]["list"]:
+            if "target" in annotation:
+                yield name, annotation, {"datasource": annotation["datasource"], **annotation["target"]}
+
+
+def health_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panels under the bridge-health row (up to the next row)."""
+    found, inside = [], False
+    for panel in board["panels"]:
+        if panel["type"] == "row":
+            inside = panel["title"].startswith("Bridge health")
+        elif inside:
+            found.append(panel)
+    return found
+
+
+def marker_annotations(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in board["annotations"]["list"] if a["name"] == "LSL markers"]
+
+
+def language_of(datasource: dict[str, Any]) -> str:
+    return "flux" if provisioned_datasources()[datasource["uid"]]["jsonData"]["version"] == "Flux" else "influxql"
 
 
 def variables(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -145,9 +176,12 @@ def test_live_channels_address_the_bridge_defaults() -> None:
 
 def test_each_live_heatmap_has_the_same_channel_from_influxdb_underneath() -> None:
     board = BOARDS["eeg-live-spectrogram.json"]
-    (row,) = [p for p in board["panels"] if p["type"] == "row"]
+    rows = [p for p in board["panels"] if p["type"] == "row"]
+    (row,) = [r for r in rows if r.get("repeat")]
     assert row["repeat"] == "channel" and row["collapsed"] is False
+    assert rows[-1] is row, "panels after the repeated row would be repeated with it"
     live, backfill = [p for p in board["panels"] if p["type"] == "heatmap"]
+    assert row["gridPos"]["y"] < live["gridPos"]["y"]
     assert live["datasource"]["uid"] == "grafana" and backfill["datasource"]["type"] == "influxdb"
     assert backfill["gridPos"]["y"] == live["gridPos"]["y"] + live["gridPos"]["h"]
     assert backfill["targets"][0]["query"] == queries.get("live_backfill_influxql").text
@@ -155,19 +189,29 @@ def test_each_live_heatmap_has_the_same_channel_from_influxdb_underneath() -> No
 
 def test_every_query_text_comes_from_queries_py() -> None:
     known = {(q.language, q.text) for q in queries.QUERIES}
-    sources = provisioned_datasources()
     seen = 0
     for name, board in BOARDS.items():
-        items = [t for n, _, t in targets() if n == name]
+        items = [t for n, _, t in all_targets() if n == name]
         items += [v for v in board["templating"]["list"] if v["type"] == "query"]
         for item in items:
             uid = item["datasource"]["uid"]
             if uid in BUILTIN_UIDS:
                 continue
-            language = "flux" if sources[uid]["jsonData"]["version"] == "Flux" else "influxql"
+            language = language_of(item["datasource"])
             assert (language, item["query"]) in known, f"{name}: query not in queries.py: {item['query']!r}"
             seen += 1
-    assert seen >= 8
+    # 3 boards x (5 health panels + 1 annotation + 2 variables) + 1 history heatmap each + live backfill
+    assert seen == 3 * 8 + 3
+
+
+def test_the_dashboards_use_every_health_and_marker_query() -> None:
+    used = {
+        (language_of(t["datasource"]), t["query"])
+        for _, _, t in all_targets()
+        if t["datasource"]["uid"] not in BUILTIN_UIDS
+    }
+    events = {(q.language, q.text) for q in queries.QUERIES if q.schema == "events"}
+    assert events <= used
 
 
 def test_influxql_table_format_and_mean_columns_renamed_back() -> None:
@@ -202,10 +246,92 @@ def test_variables_come_from_stored_tags() -> None:
         assert "stream_name" in stream["query"], name
         assert "channel" in channel["query"] and "stream" in channel["query"].replace("stream_name", ""), name
         assert channel["multi"] and channel["includeAll"], name
+        assert not channel.get("allValue"), "All must expand to the values, for the regex (a|b|c)"
+        multi = {v["name"] for v in board["templating"]["list"] if v.get("multi") or v.get("includeAll")}
+        # The query tests interpolate these as multi-value variables (tests/history_assertions.py).
+        assert multi == history_assertions.DASHBOARD_MULTI_VARIABLES, name
     for name, panel in heatmaps():
         if "history" in name:
             assert panel["repeat"] == "channel"
             assert panel["interval"], "history panels need a minimum interval for GROUP BY time()"
+            rows = [p for p in BOARDS[name]["panels"] if p["type"] == "row"]
+            assert rows[-1]["title"] == "Spectrograms" and rows[-1]["gridPos"]["y"] < panel["gridPos"]["y"]
+
+
+# ---- bridge-health row and marker annotations ------------------------------------------------
+
+HEALTH_PANEL_KINDS = {
+    "latency": "s",
+    "drops": "suffix: frames/s",
+    "staleness": "s",
+    "backlog": "suffix: frames",
+    "connected": None,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_every_dashboard_has_the_bridge_health_row(name: str) -> None:
+    board = BOARDS[name]
+    (row,) = [p for p in board["panels"] if p["type"] == "row" and p["title"].startswith("Bridge health")]
+    assert row["collapsed"] is False and "repeat" not in row and "$stream" in row["title"]
+    found = health_panels(board)
+    language = "flux" if name.endswith("-flux.json") else "influxql"
+    queries_used = [p["targets"][0]["query"] for p in found]
+    assert queries_used == [queries.get(f"health_{kind}_{language}").text for kind in HEALTH_PANEL_KINDS]
+    interval_s = OPTION_DEFAULTS["health_write_interval_sec"]
+    for panel, (kind, unit) in zip(found, HEALTH_PANEL_KINDS.items()):
+        assert panel["gridPos"]["y"] == row["gridPos"]["y"] + 1 and panel["gridPos"]["h"] == found[0]["gridPos"]["h"]
+        assert language_of(panel["datasource"]) == language
+        # No finer buckets than the bridge writes points: a rate needs two points.
+        assert history_assertions.duration_ns(panel["interval"]) >= interval_s * 10**9
+        if unit is None:
+            assert panel["type"] == "state-timeline"
+            mapped = panel["fieldConfig"]["defaults"]["mappings"][0]["options"]
+            assert mapped["0"]["text"] == "disconnected" and mapped["1"]["text"] == "connected"
+        else:
+            assert panel["type"] == "timeseries" and panel["fieldConfig"]["defaults"]["unit"] == unit
+        if language == "influxql":
+            (target,) = panel["targets"]
+            # One series per AS alias, named by it.
+            assert target["rawQuery"] is True and target["resultFormat"] == "time_series" and target["alias"] == "$col"
+    assert sum(p["gridPos"]["w"] for p in found) == 24
+    xs = [p["gridPos"]["x"] for p in found]
+    assert xs == sorted(xs)
+    assert all(a["gridPos"]["x"] + a["gridPos"]["w"] == b["gridPos"]["x"] for a, b in zip(found, found[1:]))
+    if name == "eeg-live-spectrogram.json":
+        # The live range (2 minutes) holds a dozen health points: look further back.
+        assert all(p["timeFrom"] == generate.LIVE_HEALTH_WINDOW for p in found)
+    else:
+        assert all("timeFrom" not in p for p in found)
+
+
+def test_health_and_marker_names_are_the_bridge_defaults() -> None:
+    assert queries.HEALTH_MEASUREMENT == OPTION_DEFAULTS["influxdb_health_measurement"]
+    assert queries.MARKER_MEASUREMENT == OPTION_DEFAULTS["influxdb_marker_measurement"]
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_markers_are_annotations_on_every_dashboard(name: str) -> None:
+    board = BOARDS[name]
+    (annotation,) = marker_annotations(board)
+    assert annotation["enable"] is True and annotation["hide"] is False
+    target = annotation["target"]
+    language = language_of(annotation["datasource"])
+    assert language == ("flux" if name.endswith("-flux.json") else "influxql")
+    assert target["query"] == queries.get(f"markers_annotation_{language}").text
+    if language == "influxql":
+        # Grafana's InfluxQL annotations: the query on the target, flagged fromAnnotations, the
+        # text from the marker column and the tags from the (marker) stream column.
+        assert target["fromAnnotations"] is True and target["rawQuery"] is True
+        assert target["textColumn"] == queries.MARKER_FIELD == "marker"
+        assert target["tagsColumn"] == queries.STREAM_TAG
+        selected = re.findall(r'"(\w+)"', target["query"].split(" FROM ")[0])
+        assert selected == [target["textColumn"], target["tagsColumn"]]
+        assert "$timeFilter" in target["query"] and "$stream" not in target["query"]
+    else:
+        # Standard annotation support: fields named text and tags map themselves.
+        assert set(target) == {"refId", "query"} and "mappings" not in annotation
+        assert 'rename(columns: {_value: "text", stream_name: "tags"})' in target["query"]
 
 
 def _walk(node: Any) -> Iterator[Any]:

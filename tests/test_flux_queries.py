@@ -28,7 +28,9 @@ LSP_PACKAGE = ROOT / "tests" / "flux_check" / "node_modules" / "@influxdata" / "
 #: What Grafana defines for every Flux query (it substitutes these itself before sending).
 GRAFANA_OPTION_V = 'option v = {timeRangeStart: -1h, timeRangeStop: now(), windowPeriod: 10s, defaultBucket: "neuroscience"}'
 #: Template variables as Grafana would substitute them for one repeated panel.
-VARIABLES = {"stream": "SimEEG", "channel": "Fz"}
+VARIABLES: dict[str, str | list[str]] = {"stream": "SimEEG", "channel": "Fz"}
+#: ... and for a panel that is not repeated, with several channels selected (or All).
+MULTI_VARIABLES: dict[str, str | list[str]] = {"stream": "Lab EEG 2 (v1.0)", "channel": ["Cz", "Fz", "O1-ref"]}
 
 
 def _load_queries() -> ModuleType:
@@ -61,12 +63,12 @@ def checker() -> None:
     pytest.skip(reason)
 
 
-def as_plain_flux(text: str) -> str:
+def as_plain_flux(text: str, variables: dict[str, str | list[str]] = VARIABLES) -> str:
     """Grafana's query -> a script Flux accepts: variables filled in, ``option v`` declared.
 
     Flux wants imports first, so the option goes right after them.
     """
-    script = queries.Query("", "flux", "wide", text, "").render(VARIABLES)
+    script = queries.Query("", "flux", "wide", text, "").render(variables)
     lines = script.split("\n")
     n_imports = sum(1 for line in lines if line.startswith("import "))
     return "\n".join([*lines[:n_imports], GRAFANA_OPTION_V, *lines[n_imports:]])
@@ -83,14 +85,43 @@ def check(scripts: list[str]) -> list[dict]:
 
 
 def test_there_are_flux_queries_for_both_schemas() -> None:
-    assert {q.schema for q in FLUX} == {"wide", "long"}
+    assert {q.schema for q in FLUX} == {"wide", "long", "events"}
     assert {"heatmap_raw_flux", "heatmap_downsampled_flux", "streams_flux", "channels_flux"} <= {q.name for q in FLUX}
+
+
+def test_health_and_marker_queries_exist_in_both_languages() -> None:
+    """The Flux dashboard gets the same health row and annotations as the InfluxQL ones."""
+    events = {q.name for q in queries.QUERIES if q.schema == "events"}
+    stems = {name.rsplit("_", 1)[0] for name in events}
+    assert stems == {f"health_{p}" for p in ("latency", "drops", "staleness", "backlog", "connected")} | {
+        "markers_annotation"
+    }
+    assert events == {f"{stem}_{language}" for stem in stems for language in ("influxql", "flux")}
 
 
 def test_every_flux_query_passes_the_semantic_check(checker) -> None:
     results = check([as_plain_flux(q.text) for q in FLUX])
     failed = {q.name: r["errors"] for q, r in zip(FLUX, results) if not r["valid"]}
     assert not failed
+
+
+def test_flux_queries_stay_valid_with_a_multi_value_selection(checker) -> None:
+    """${channel:regex} with several channels becomes (Cz|Fz|O1-ref): still a valid Flux regex."""
+    rendered = [as_plain_flux(q.text, MULTI_VARIABLES) for q in FLUX]
+    assert any("=~ /^(Cz|Fz|O1-ref)$/" in script for script in rendered)
+    results = check(rendered)
+    failed = {q.name: r["errors"] for q, r in zip(FLUX, results) if not r["valid"]}
+    assert not failed
+
+
+def test_render_formats_variables_as_grafana_does() -> None:
+    query = queries.Query("", "flux", "wide", 'r.a == "${stream}" and r.b =~ /^${channel:regex}$/ and $__x', "")
+    assert query.render({"stream": "a.b", "channel": "Fz"}) == 'r.a == "a.b" and r.b =~ /^Fz$/ and $__x'
+    assert query.render({"stream": "s", "channel": ["a.b", "c/d", "(x)"]}) == (
+        'r.a == "s" and r.b =~ /^(a\\.b|c\\/d|\\(x\\))$/ and $__x'
+    )
+    with pytest.raises(ValueError):
+        query.render({"stream": ["s", "t"], "channel": "Fz"})
 
 
 @pytest.mark.parametrize(
@@ -122,7 +153,7 @@ def _string_literals(text: str) -> set[str]:
     return set(re.findall(r'"([^"\\]*)"', text))
 
 
-@pytest.mark.parametrize("query", FLUX, ids=lambda q: q.name)
+@pytest.mark.parametrize("query", [q for q in FLUX if q.schema != "events"], ids=lambda q: q.name)
 def test_flux_query_uses_the_names_the_encoder_writes(query) -> None:
     """docs/data-model.md: measurement eeg_spectrum, tags stream_name/channel; long: frequency_bin, power."""
     text = query.text
@@ -136,7 +167,8 @@ def test_flux_query_uses_the_names_the_encoder_writes(query) -> None:
     if query.name.startswith("channels"):
         assert "channel" in literals
         return
-    assert "r.channel ==" in text and "${channel}" in literals
+    # $channel is multi-value: a regex, never ==, or a selection of several channels matches nothing.
+    assert "r.channel =~ /^${channel:regex}$/" in text and "r.channel ==" not in text
     assert "range(start: v.timeRangeStart, stop: v.timeRangeStop)" in text
     # The heatmap needs time + one column per bin, and nothing else.
     pivot_key = "_field" if query.schema == "wide" else "frequency_bin"
@@ -146,3 +178,32 @@ def test_flux_query_uses_the_names_the_encoder_writes(query) -> None:
         assert 'r._field == "power"' in text
     if "downsampled" in query.name or query.schema == "long":
         assert "aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)" in text
+
+
+@pytest.mark.parametrize("query", [q for q in FLUX if q.name.startswith("health_")], ids=lambda q: q.name)
+def test_flux_health_query_reads_the_ledger(query) -> None:
+    """bridge_health of the selected stream, one aggregate per window, the fields the bridge writes."""
+    text = query.text
+    assert f'r._measurement == "{queries.HEALTH_MEASUREMENT}" and r.stream_name == "${{stream}}"' in text
+    assert "range(start: v.timeRangeStart, stop: v.timeRangeStop)" in text
+    fields = re.findall(r'r._field == "(\w+)"', text)
+    sinks = "|".join(queries.HEALTH_SINKS)
+    ledger = rf"(?:{sinks})_(?:latency_seconds|dropped|queue_depth)|spool_frames|seconds_since_sample|stream_connected"
+    assert fields and all(re.fullmatch(ledger, f) for f in fields), fields
+    fn = "min" if fields == ["stream_connected"] else "max"
+    assert f"aggregateWindow(every: v.windowPeriod, fn: {fn}, createEmpty: false)" in text
+    if any(f.endswith("_dropped") for f in fields):
+        # a rate of the cumulative counters, not the counters themselves
+        assert text.index("aggregateWindow") < text.index("derivative(unit: 1s, nonNegative: true)")
+    assert text.endswith('|> keep(columns: ["_time", "_value", "_field"])')
+
+
+def test_flux_marker_annotation_yields_time_text_and_tags() -> None:
+    """Grafana's standard annotation mapping takes fields named text and tags, and the first time
+    field; ungrouped so the markers of every marker stream form one frame."""
+    text = queries.get("markers_annotation_flux").text
+    assert f'r._measurement == "{queries.MARKER_MEASUREMENT}" and r._field == "{queries.MARKER_FIELD}"' in text
+    assert "${" not in text, "markers come from their own stream, not the EEG $stream"
+    assert "|> group()" in text
+    assert '|> keep(columns: ["_time", "_value", "stream_name"])' in text
+    assert '|> rename(columns: {_value: "text", stream_name: "tags"})' in text

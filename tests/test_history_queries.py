@@ -1,12 +1,18 @@
 """Every shipped InfluxQL query, interpolated as Grafana does, run on a real InfluxDB 1.6.7.
 
 The data comes from an independent writer below (plain f-strings following docs/data-model.md),
-not from the bridge, so a shared misunderstanding cannot make both sides agree. The downsampling
-recipe is read out of docs/history-and-downsampling.md and run the same way.
+not from the bridge, so a shared misunderstanding cannot make both sides agree; a few tests then
+write what the bridge's own encoders produce (bridge/events.py) to show the two agree. The
+downsampling recipe is read out of docs/history-and-downsampling.md and run the same way.
+
+Template variables go through tests/history_assertions.py ``grafana_influxql``, a model of
+Grafana's InfluxDB datasource: ``$channel`` is multi-value (a repeated panel's one value, or a
+selection), ``$stream`` single-valued; one stream name holds regex metacharacters on purpose.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -21,7 +27,10 @@ import pytest
 
 from tests.fixtures_influxdb import unique_database_name
 from tests.history_assertions import (
+    MEAN_TOLERANCE_DB,
+    annotation_events,
     assert_downsampled_heatmap_result,
+    assert_frame_result,
     assert_heatmap_result,
     assert_long_heatmap_result,
     assert_tag_values,
@@ -29,6 +38,7 @@ from tests.history_assertions import (
     grafana_influxql,
     interval_means,
     load_queries,
+    single_statement,
 )
 from tests.influxdb_server import InfluxDBServer, quote_ident
 
@@ -36,12 +46,15 @@ pytestmark = pytest.mark.influxdb
 
 queries = load_queries()
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "history-and-downsampling.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "history-and-downsampling.md"
+INFLUXQL_DASHBOARD = ROOT / "dashboards" / "eeg-spectrogram-history-influxql.json"
 DOC_DATABASE = '"neuroscience"'
 
 # docs/data-model.md, restated here on purpose rather than imported from the bridge.
 MEASUREMENT = "eeg_spectrum"
-STREAMS: dict[str, tuple[str, ...]] = {"SimEEG": ("Cz", "Fz", "Pz"), "Lab EEG 2": ("C3", "Fz", "O1-ref")}
+# The second name holds regex metacharacters (Grafana regex-escapes $stream inside /.../).
+STREAMS: dict[str, tuple[str, ...]] = {"SimEEG": ("Cz", "Fz", "Pz"), "Lab EEG 2 (v1.0)": ("C3", "Fz", "O1-ref")}
 BINS = tuple(f"{k * 500 / 64:06.2f}" for k in range(33))  # 500 Hz, nperseg 64: 000.00 ... 250.00
 FRAMES = 200
 CADENCE_NS = 750_000_000  # not a divisor of 10 s: buckets hold 13 or 14 frames
@@ -50,6 +63,19 @@ PAIRS = [(stream, channel) for stream, channels in STREAMS.items() for channel i
 # Frames 20..179: a Grafana range that cuts the data on both sides.
 VISIBLE = slice(20, 180)
 INTERVALS = ("10s", "1m")
+
+# The bridge's own points (docs/data-model.md, bridge/events.py), restated here too.
+HEALTH_MEASUREMENT = "bridge_health"
+MARKER_MEASUREMENT = "eeg_markers"
+SINKS = ("grafana", "influxdb")
+HEALTH_COUNTERS = ("samples_received", "samples_missing", "gaps", "reconnects", "frames_computed") + tuple(
+    f"{sink}_{name}" for sink in SINKS for name in ("sent", "retries", "dropped")
+)
+HEALTH_GAUGES = ("stream_connected", "seconds_since_sample", "spool_frames") + tuple(
+    f"{sink}_{name}" for sink in SINKS for name in ("queue_depth", "latency_seconds")
+)
+HEALTH_PANELS = ("latency", "drops", "staleness", "backlog", "connected")
+HEALTH_CADENCE_NS = 10 * 10**9  # HEALTH_WRITE_INTERVAL_SEC's default
 
 
 @dataclass(frozen=True)
@@ -153,6 +179,9 @@ def test_every_influxql_query_is_covered() -> None:
         "streams_influxql",
         "channels_influxql",
         "heatmap_long_influxql",
+        "heatmap_coarse_influxql",
+        *(f"health_{panel}_influxql" for panel in HEALTH_PANELS),
+        "markers_annotation_influxql",
     }
     assert {q.name for q in queries.QUERIES if q.language == "influxql"} == tested
 
@@ -160,6 +189,121 @@ def test_every_influxql_query_is_covered() -> None:
 def test_queries_use_the_data_model_names() -> None:
     assert (queries.MEASUREMENT, queries.STREAM_TAG, queries.CHANNEL_TAG) == (MEASUREMENT, "stream_name", "channel")
     assert (queries.BIN_TAG, queries.POWER_FIELD) == ("frequency_bin", "power")
+    assert (queries.HEALTH_MEASUREMENT, queries.HEALTH_SINKS) == (HEALTH_MEASUREMENT, SINKS)
+    assert (queries.MARKER_MEASUREMENT, queries.MARKER_FIELD) == (MARKER_MEASUREMENT, "marker")
+
+
+# ---- $channel as Grafana interpolates a multi-value variable for InfluxQL --------------------
+
+
+def _interpolated_where(name: str, **variables: str | list[str]) -> str:
+    text = grafana_influxql(queries.get(name).text, from_ms=1000, to_ms=2000, variables=variables)
+    return text.split(" WHERE ", 1)[1]
+
+
+def test_multi_value_channel_is_interpolated_as_grafana_does() -> None:
+    """Selection: regex-escaped values joined by | in parentheses; a repeated panel: one escaped value.
+
+    $stream is single-valued but sits between slashes, so Grafana escapes it too.
+    """
+    stream = "Lab EEG 2 (v1.0)"
+    assert _interpolated_where("heatmap_raw_influxql", stream=stream, channel=["C3", "O1-ref"]) == (
+        '"stream_name" =~ /^Lab EEG 2 \\(v1\\.0\\)$/ AND "channel" =~ /^(C3|O1-ref)$/ '
+        "AND time >= 1000ms and time <= 2000ms"
+    )
+    assert _interpolated_where("heatmap_raw_influxql", stream="SimEEG", channel="Fz").startswith(
+        '"stream_name" =~ /^SimEEG$/ AND "channel" =~ /^Fz$/ AND'
+    )
+    assert _interpolated_where("heatmap_raw_influxql", stream="SimEEG", channel=["Fz"]).startswith(
+        '"stream_name" =~ /^SimEEG$/ AND "channel" =~ /^(Fz)$/ AND'
+    )
+    odd = ["a.b", "c/d", "(x)", "p+q", "[1]", "^$|*?{}\\"]
+    assert f'"channel" =~ /^({"|".join(ESCAPED[v] for v in odd)})$/' in _interpolated_where(
+        "heatmap_downsampled_influxql", stream="SimEEG", channel=odd
+    )
+    # The variable queries hold no /.../: there $stream stays raw inside its quotes.
+    assert grafana_influxql(
+        queries.get("channels_influxql").text, from_ms=0, to_ms=1, variables={"stream": stream}
+    ).endswith("\"stream_name\" = 'Lab EEG 2 (v1.0)'")
+
+
+#: Grafana's escapeRegex of the values above, written out by hand.
+ESCAPED = {
+    "a.b": "a\\.b",
+    "c/d": "c\\/d",
+    "(x)": "\\(x\\)",
+    "p+q": "p\\+q",
+    "[1]": "\\[1\\]",
+    "^$|*?{}\\": "\\^\\$\\|\\*\\?\\{\\}\\\\",
+}
+
+
+def test_no_query_compares_a_multi_value_variable_with_equals() -> None:
+    """`"channel" = '$channel'` only worked while every panel repeated per channel."""
+    for query in queries.QUERIES:
+        if query.language != "influxql":
+            continue
+        assert "'$channel'" not in query.text, query.name
+        if "$channel" in query.text:
+            assert '"channel" =~ /^$channel$/' in query.text, query.name
+        if "/" in query.text:  # Grafana would regex-escape $stream: it must be inside a regex too
+            assert "'$stream'" not in query.text, query.name
+
+
+@pytest.mark.parametrize("selection", [["Cz", "Pz"], list(STREAMS["SimEEG"])], ids=["two", "all"])
+def test_multi_channel_selection_on_the_server(
+    influxdb_server: InfluxDBServer, filled_history: History, selection: list[str]
+) -> None:
+    """Outside a repeated panel the query reads exactly the selected channels: the raw query merges
+    their frames into one series, the downsampled one averages over all of them."""
+    stream = "SimEEG"
+    times = filled_history.times_ns[VISIBLE]
+    values = np.concatenate([filled_history.values[stream, c][VISIBLE] for c in selection])
+    order = np.argsort(np.tile(times, len(selection)), kind="stable")
+    all_times, all_values = np.tile(times, len(selection))[order], values[order]
+    variables = {"stream": stream, "channel": selection}
+
+    result = _run(
+        influxdb_server, "heatmap_raw_influxql", filled_history.wide_db, _visible_range(filled_history),
+        variables=variables,
+    )
+    (series,) = single_statement(result)["series"]
+    assert series["columns"] == ["time", *BINS]
+    got_times = np.array([row[0] for row in series["values"]], dtype=np.int64)
+    got = np.array([row[1:] for row in series["values"]], dtype=np.float64)
+    np.testing.assert_array_equal(got_times, all_times, err_msg="merged frames in time order")
+    # Frames sharing a timestamp come back in an order of the server's choosing: sort both by
+    # (time, values) before comparing.
+    got_order = np.lexsort((*got.T[::-1], got_times))
+    expected_order = np.lexsort((*all_values.T[::-1], all_times))
+    np.testing.assert_array_equal(got[got_order], all_values[expected_order])
+
+    result = _run(
+        influxdb_server, "heatmap_downsampled_influxql", filled_history.wide_db, _visible_range(filled_history),
+        interval="1m", variables=variables,
+    )
+    assert_downsampled_heatmap_result(result, BINS, all_times, all_values, "1m", prefix="mean_")
+
+
+def test_escaped_channel_values_select_exactly_those_channels(
+    influxdb_server: InfluxDBServer, influxdb_database: str
+) -> None:
+    """Channel values full of regex metacharacters (the bridge never writes such names, other
+    writers might): once escaped as Grafana does, InfluxQL's regex matches exactly them."""
+    channels = ["a.b", "aXb", "c/d", "(x)", "x", "p+q", "pq", "[1]", "1"]
+    selected = ["a.b", "c/d", "(x)", "p+q", "[1]"]
+    first = 1_600_000_000 * 10**9
+    times = first + CADENCE_NS * np.arange(len(channels), dtype=np.int64)
+    rng = np.random.default_rng(3)
+    values = frame_values(rng, len(channels))
+    for k, channel in enumerate(channels):
+        influxdb_server.write(wide_lines("SimEEG", channel, times[k : k + 1], values[k : k + 1]), influxdb_database)
+    result = _run(
+        influxdb_server, "heatmap_raw_influxql", influxdb_database, (_ms(int(times[0])), _ms(int(times[-1]))),
+        variables={"stream": "SimEEG", "channel": selected},
+    )
+    keep = [channels.index(c) for c in selected]
+    assert_heatmap_result(result, BINS, times[keep], values[keep])
 
 
 @pytest.mark.parametrize(("stream", "channel"), PAIRS)
@@ -343,7 +487,7 @@ def test_downsampling_recipe(influxdb_server: InfluxDBServer, filled_history: Hi
     assert influxdb_server.series(db, "eeg_spectrum_1m") == sorted(
         f"eeg_spectrum_1m,channel={_tag(c)},stream_name={_tag(s)}" for s, c in PAIRS
     )
-    (coarse_query,) = doc_statements("influxql-coarse-query", db)
+    coarse_query = queries.get("heatmap_coarse_influxql").text
     for stream, channel in PAIRS:
         minutes = influxdb_server.query(
             f"SELECT /^mean_/ FROM \"coarse\".\"eeg_spectrum_1m\" WHERE \"stream_name\" = '{stream}' "
@@ -365,3 +509,290 @@ def test_downsampling_recipe(influxdb_server: InfluxDBServer, filled_history: Hi
             db=db,
         )
         assert_downsampled_heatmap_result(result, BINS, minute_times, minute_means, "2m", prefix="mean_mean_")
+
+
+# ---- the bridge-health row (measurement bridge_health) ------------------------------------
+
+
+def health_lines(stream: str, times_ns: npt.NDArray[np.int64], ledger: Mapping[str, npt.NDArray[np.float64]]) -> bytes:
+    """One point per time with every ledger field as a float, as `encode_health` writes them."""
+    head = f"{HEALTH_MEASUREMENT},stream_name={_tag(stream)}"
+    names = list(ledger)
+    return "".join(
+        f"{head} {','.join(f'{name}={float(ledger[name][k])!r}' for name in names)} {t}\n"
+        for k, t in enumerate(times_ns.tolist())
+    ).encode()
+
+
+@dataclass(frozen=True)
+class Health:
+    db: str
+    times_ns: npt.NDArray[np.int64]
+    ledgers: dict[str, dict[str, npt.NDArray[np.float64]]]  # stream -> field -> value per point
+
+
+def _ledger(rng: np.random.Generator, count: int, restart: int) -> dict[str, npt.NDArray[np.float64]]:
+    """Counters that grow by random steps (some steps 0) and start again from 0 at a restart;
+    gauges at random. Whole numbers or multiples of 1/8: exact in float and in text."""
+    ledger: dict[str, npt.NDArray[np.float64]] = {}
+    for name in HEALTH_COUNTERS:
+        steps = rng.integers(0, 40, size=count) * rng.integers(0, 2, size=count)
+        counter = np.cumsum(steps).astype(np.float64)
+        counter[restart:] = np.cumsum(steps[restart:])  # a restarted bridge counts from 0
+        ledger[name] = counter
+    for name in HEALTH_GAUGES:
+        ledger[name] = rng.integers(0, 2, size=count).astype(np.float64) if name == "stream_connected" else (
+            rng.integers(0, 800, size=count) / 8
+        )
+    return ledger
+
+
+@pytest.fixture(scope="module")
+def health_history(influxdb_server: InfluxDBServer) -> Iterator[Health]:
+    """Both streams, one point per 10 s for 40 minutes, 3.5 s into each 10 s; the bridge is down
+    (no points) for two minutes, and restarts (counters from 0) at another point."""
+    count = 240
+    first = (time.time_ns() // MINUTE_NS - 45) * MINUTE_NS + 3_500_000_000
+    times = first + HEALTH_CADENCE_NS * np.arange(count, dtype=np.int64)
+    down = np.ones(count, dtype=bool)
+    down[100:112] = False
+    rng = np.random.default_rng(11)
+    health = Health(unique_database_name("health"), times[down], {})
+    influxdb_server.create_database(health.db)
+    try:
+        for stream in STREAMS:
+            ledger = {k: v[down] for k, v in _ledger(rng, count, restart=170).items()}
+            health.ledgers[stream] = ledger
+            influxdb_server.write(health_lines(stream, health.times_ns, ledger), health.db)
+        yield health
+    finally:
+        influxdb_server.drop_database(health.db)
+
+
+def bucket_aggregate(
+    times_ns: npt.NDArray[np.int64], values: npt.NDArray[np.float64], interval_ns: int, fn: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """max() / min() of each column per non-empty `GROUP BY time(interval)` bucket."""
+    starts = times_ns - times_ns % interval_ns
+    buckets, first_index = np.unique(starts, return_index=True)
+    ufunc = np.maximum if fn == "max" else np.minimum
+    return buckets, ufunc.reduceat(values, first_index, axis=0)
+
+
+def non_negative_rates(
+    buckets: npt.NDArray[np.int64], maxima: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """`non_negative_derivative(max(x), 1s)` per bucket: change since the previous non-empty
+    bucket over the time between their starts; a decrease (restart) gives no value (NaN here),
+    a bucket where every column decreased gives no row."""
+    rates = np.diff(maxima, axis=0) / (np.diff(buckets) / 1e9)[:, None]
+    rates[rates < 0] = np.nan
+    rows = ~np.all(np.isnan(rates), axis=1)
+    return buckets[1:][rows], rates[rows]
+
+
+def _health_range(health: Health) -> tuple[int, int]:
+    """A range that cuts the points on both sides, mid-bucket."""
+    return _ms(int(health.times_ns[15]) - 1_000_000_000), _ms(int(health.times_ns[-20]))
+
+
+HEALTH_EXPECTED = {
+    # panel: (aggregate, [(column alias, ledger field)])
+    "latency": ("max", [(sink, f"{sink}_latency_seconds") for sink in SINKS]),
+    "drops": ("rate", [(sink, f"{sink}_dropped") for sink in SINKS]),
+    "staleness": ("max", [("seconds since last sample", "seconds_since_sample")]),
+    "backlog": ("max", [*((f"{sink} queue", f"{sink}_queue_depth") for sink in SINKS), ("spool", "spool_frames")]),
+    "connected": ("min", [("connected", "stream_connected")]),
+}
+
+
+@pytest.mark.parametrize("interval", ["10s", "1m"])
+@pytest.mark.parametrize("stream", list(STREAMS))
+@pytest.mark.parametrize("panel", HEALTH_PANELS)
+def test_health_queries(
+    influxdb_server: InfluxDBServer, health_history: Health, panel: str, stream: str, interval: str
+) -> None:
+    """Each health panel's query returns, per bucket, what numpy computes from the written ledger.
+
+    A derivative needs the bucket before the first one: InfluxQL reads one interval more before
+    the range's start, so the first bucket (which holds the start) gets a rate against the points
+    in [start - interval, its own start).
+    """
+    assert set(HEALTH_EXPECTED) == set(HEALTH_PANELS)
+    fn, columns = HEALTH_EXPECTED[panel]
+    time_range = _health_range(health_history)
+    interval_ns = duration_ns(interval)
+    start_ns, end_ns = time_range[0] * 10**6, time_range[1] * 10**6
+    read_from = start_ns - interval_ns if fn == "rate" else start_ns
+    times = health_history.times_ns
+    inside = (times >= read_from) & (times <= end_ns)
+    ledger = health_history.ledgers[stream]
+    values = np.stack([ledger[field][inside] for _, field in columns], axis=1)
+    buckets, aggregated = bucket_aggregate(times[inside], values, interval_ns, "min" if fn == "min" else "max")
+    if fn == "rate":
+        assert (np.diff(values, axis=0) < 0).any(), "the range should hold the restart"
+        buckets, aggregated = non_negative_rates(buckets, aggregated)
+        shown = buckets >= start_ns - start_ns % interval_ns
+        buckets, aggregated = buckets[shown], aggregated[shown]
+        assert np.nanmax(aggregated) > 0
+    result = _run(
+        influxdb_server, f"health_{panel}_influxql", health_history.db, time_range, interval=interval,
+        variables={"stream": stream},
+    )
+    assert_frame_result(result, [alias for alias, _ in columns], buckets, aggregated, atol=MEAN_TOLERANCE_DB)
+
+
+def test_drop_rate_of_a_hand_written_counter(influxdb_server: InfluxDBServer, influxdb_database: str) -> None:
+    """The numbers themselves: 0, 0, 30, 30, 50, (bridge down 20 s), 80, 5 (restart), 35 frames
+    dropped at 10 s steps -> 0, 3, 0, 2, 1 (30 over 30 s), none, 3 frames/s."""
+    dropped = [0, 0, 30, 30, 50, None, None, 80, 5, 35]
+    first = 1_650_000_000 * 10**9 + 1_250_000_000
+    lines = "".join(
+        f"{HEALTH_MEASUREMENT},stream_name=SimEEG grafana_dropped={float(v)!r},influxdb_dropped=0.0 "
+        f"{first + k * HEALTH_CADENCE_NS}\n"
+        for k, v in enumerate(dropped)
+        if v is not None
+    )
+    influxdb_server.write(lines.encode(), influxdb_database)
+    bucket0 = first - first % HEALTH_CADENCE_NS
+    result = _run(
+        influxdb_server, "health_drops_influxql", influxdb_database,
+        (_ms(first - 1_250_000_000), _ms(first + 10 * HEALTH_CADENCE_NS)), variables={"stream": "SimEEG"},
+    )
+    (series,) = single_statement(result)["series"]
+    assert series["columns"] == ["time", "grafana", "influxdb"]
+    # At the restart (k = 8) grafana_dropped fell: no grafana value, the influxdb one is still there.
+    assert series["values"] == [
+        [bucket0 + k * HEALTH_CADENCE_NS, pytest.approx(rate) if rate is not None else None, 0]
+        for k, rate in [(1, 0), (2, 3), (3, 0), (4, 2), (7, 1), (8, None), (9, 3)]
+    ]
+
+
+def test_health_points_from_the_bridge_encoder(influxdb_server: InfluxDBServer, influxdb_database: str) -> None:
+    """What bridge/events.py `encode_health` writes from a real loss ledger feeds the same panels:
+    every field the queries read exists, and the drop rate is the ledger's."""
+    from bridge.events import encode_health
+    from bridge.metrics import Metrics
+
+    metrics = Metrics()
+    sinks = {name: metrics.sink(name) for name in SINKS}
+    first = 1_650_000_000 * 10**9 + 4_000_000_000
+    body, drops = b"", [0, 12, 12, 40]
+    for k, total in enumerate(drops):
+        sinks["grafana"].drop("stale", total - (drops[k - 1] if k else 0))
+        sinks["influxdb"].queue_depth.set(3 * k)
+        metrics.stream_connected.set(1)
+        body += encode_health(HEALTH_MEASUREMENT, "Lab EEG 2 (v1.0)", metrics, first + k * HEALTH_CADENCE_NS).body
+    line = body.decode().splitlines()[0]
+    written = {pair.split("=")[0] for pair in line.split(" ")[-2].split(",")}
+    assert written == set(HEALTH_COUNTERS) | set(HEALTH_GAUGES), "docs/data-model.md and encode_health disagree"
+    for query in queries.QUERIES:
+        if query.name.startswith("health_"):
+            used = set(re.findall(r'"(\w+)"', query.text)) | set(re.findall(r'r._field == "(\w+)"', query.text))
+            assert used & written, query.name
+            assert used - written <= {HEALTH_MEASUREMENT, "stream_name", *SINKS, "connected", "spool", "_time",
+                                      "_value", "_field"}, (query.name, used - written)
+    influxdb_server.write(body, influxdb_database)
+    time_range = (_ms(first - 4_000_000_000), _ms(first + 4 * HEALTH_CADENCE_NS))
+    variables = {"stream": "Lab EEG 2 (v1.0)"}
+    (series,) = single_statement(
+        _run(influxdb_server, "health_drops_influxql", influxdb_database, time_range, variables=variables)
+    )["series"]
+    bucket0 = first - first % HEALTH_CADENCE_NS
+    assert series["values"] == [
+        [bucket0 + k * HEALTH_CADENCE_NS, pytest.approx(r), 0] for k, r in [(1, 1.2), (2, 0), (3, 2.8)]
+    ]
+    (series,) = single_statement(
+        _run(influxdb_server, "health_backlog_influxql", influxdb_database, time_range, variables=variables)
+    )["series"]
+    assert [row[2] for row in series["values"]] == [0, 3, 6, 9]
+
+
+# ---- LSL markers as annotations (measurement eeg_markers) ---------------------------------
+
+
+def _field_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def marker_lines(stream: str, markers: list[tuple[str, int]]) -> bytes:
+    return "".join(
+        f"{MARKER_MEASUREMENT},stream_name={_tag(stream)} marker={_field_string(text)} {t}\n" for text, t in markers
+    ).encode()
+
+
+#: Marker texts that line protocol and InfluxQL must carry unchanged.
+MARKER_TEXTS = [
+    "stimulus/onset",
+    'say "hi"',
+    "a, b=c d",
+    "back\\slash",
+    "trailing\\",
+    "ünïcode ✓",
+    "123",
+    "",
+    "=~ /^$channel$/",
+]
+
+
+def _influxql_annotation() -> dict[str, Any]:
+    board = json.loads(INFLUXQL_DASHBOARD.read_text(encoding="utf-8"))
+    (annotation,) = [a for a in board["annotations"]["list"] if a["name"] == "LSL markers"]
+    return annotation["target"]
+
+
+def test_marker_annotation_query(influxdb_server: InfluxDBServer, influxdb_database: str) -> None:
+    """Markers of two marker streams, at ns times off any ms boundary (two at the same instant):
+    the query returns those inside the range, in time order, string values in the marker
+    column, the marker stream in the tag column, times exact; Grafana's column mapping (from
+    the provisioned annotation) makes them the expected annotation events."""
+    first = 1_700_000_000 * 10**9 + 123_456_789
+    task = [(text, first + k * 1_000_000_007) for k, text in enumerate(MARKER_TEXTS)]
+    buttons = [("press", first + 3 * 1_000_000_007), ("release", first + 20 * 1_000_000_007)]
+    influxdb_server.write(marker_lines("Task Markers", task), influxdb_database)
+    influxdb_server.write(marker_lines("Buttons", buttons), influxdb_database)
+    # Noise the query must not return: another measurement with a marker field.
+    influxdb_server.write(f'other,stream_name=x marker="no" {first + 5}\n'.encode(), influxdb_database)
+
+    time_range = (first // 10**6 + 1, (first + 15 * 1_000_000_007) // 10**6)  # cuts off task[0] and a button
+    result = _run(influxdb_server, "markers_annotation_influxql", influxdb_database, time_range)
+    expected = sorted(
+        [(t, text, "Task Markers") for text, t in task] + [(t, text, "Buttons") for text, t in buttons],
+        key=lambda row: (row[0], row[2]),
+    )
+    expected = [row for row in expected if time_range[0] * 10**6 <= row[0] <= time_range[1] * 10**6]
+    assert len(expected) == len(task) - 1 + len(buttons) - 1
+    (series,) = single_statement(result)["series"]
+    assert series["name"] == MARKER_MEASUREMENT
+    assert series["columns"] == ["time", "marker", "stream_name"]
+    got = sorted((tuple(row) for row in series["values"]), key=lambda row: (row[0], row[2]))
+    assert got == expected
+    assert [row[0] for row in series["values"]] == sorted(row[0] for row in expected)
+
+    target = _influxql_annotation()
+    assert target["query"] == queries.get("markers_annotation_influxql").text
+    events = annotation_events(result, text_column=target["textColumn"], tags_column=target["tagsColumn"])
+    assert sorted(events, key=lambda e: (e["time"], e["tags"])) == [
+        {"time": t // 10**6, "text": text, "tags": [stream]} for t, text, stream in expected
+    ]
+
+
+def test_markers_from_the_bridge_encoder(influxdb_server: InfluxDBServer, influxdb_database: str) -> None:
+    """What bridge/events.py `encode_markers` writes comes back through the shipped query unchanged
+    (a newline, which would end the line, becomes a space)."""
+    from bridge.events import encode_markers
+
+    first = 1_700_000_000 * 10**9 + 987_654_321
+    markers = [(text, first + k) for k, text in enumerate([*MARKER_TEXTS, "two\nlines"])]
+    influxdb_server.write(encode_markers(MARKER_MEASUREMENT, "Task Markers", markers).body, influxdb_database)
+    result = _run(
+        influxdb_server, "markers_annotation_influxql", influxdb_database, (first // 10**6, first // 10**6 + 1)
+    )
+    (series,) = single_statement(result)["series"]
+    assert series["values"] == [[t, text.replace("\n", " "), "Task Markers"] for text, t in markers]
+
+
+def test_the_doc_shows_the_shipped_coarse_query() -> None:
+    """docs/history-and-downsampling.md and dashboards/queries.py hold the same coarse query."""
+    blocks = re.findall(r"^```sql influxql-coarse-query\n(.*?)^```", DOC.read_text(), re.MULTILINE | re.DOTALL)
+    assert blocks == [queries.get("heatmap_coarse_influxql").text + "\n"]

@@ -250,7 +250,8 @@ def test_a_sink_that_is_down_does_not_hold_up_the_other(spool: Spool) -> None:
     influx_route = respx.post("http://influx.test/write").mock(return_value=httpx.Response(204))
     metrics = Metrics()
     grafana = GrafanaLiveSink(grafana_settings(), metrics.sink("grafana"), token=None)
-    influx = InfluxSink(influx_settings(), metrics, spool, writer=make_writer(influx_settings()))
+    batch_by_size = influx_settings(batch_interval_sec=30.0)  # 10 frames -> exactly 5 writes
+    influx = InfluxSink(batch_by_size, metrics, spool, writer=make_writer(batch_by_size))
     grafana.start()
     influx.start()
     try:
@@ -258,11 +259,11 @@ def test_a_sink_that_is_down_does_not_hold_up_the_other(spool: Spool) -> None:
             grafana.offer(frame(seq))
             influx.offer(frame(seq))
         wait_until(lambda: metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 10, 30)
+        wait_until(lambda: grafana.health.state == "retrying", 30)
     finally:
         grafana.close(5)
         influx.close(5)
     assert influx_route.call_count == 5
-    assert grafana.health.state == "retrying"
     assert metrics.value("eeg_bridge_sink_frames_sent_total", sink="grafana") == 0
 
 

@@ -13,8 +13,11 @@ import threading
 import time
 from typing import Protocol
 
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
 from bridge.frame import SpectrumFrame
-from bridge.retry import DeliveryError, PermanentError
+from bridge.metrics import SinkMetrics
+from bridge.retry import Backoff, DeliveryError, PermanentError
 
 
 class Sink(Protocol):
@@ -67,6 +70,26 @@ class SinkHealth:
     def failing_for(self) -> float:
         since = self.failing_since
         return 0.0 if since is None else time.monotonic() - since
+
+
+def delivery_retrying(backoff: Backoff, stopping: threading.Event, health: SinkHealth, metrics: SinkMetrics) -> Retrying:
+    """The tenacity policy both sinks deliver under: retry DeliveryErrors with ``backoff``,
+    count and report each failed attempt, and give up (re-raising) once ``stopping`` is set."""
+
+    def failed(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, DeliveryError):
+            health.failed(error)
+        metrics.retries.inc()
+
+    return Retrying(
+        retry=retry_if_exception_type(DeliveryError),
+        wait=backoff.wait(),
+        stop=lambda _state: stopping.is_set(),
+        sleep=stopping.wait,
+        before_sleep=failed,
+        reraise=True,
+    )
 
 
 def split_lines(body: bytes, limit: int) -> list[bytes]:

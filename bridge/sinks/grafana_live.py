@@ -18,7 +18,6 @@ from typing import Protocol
 
 import httpx
 from pydantic import SecretStr
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -27,7 +26,7 @@ from bridge.frame import SpectrumFrame
 from bridge.line_protocol import LineProtocolEncoder
 from bridge.metrics import SinkMetrics
 from bridge.retry import Backoff, DeliveryError, TransientError, classify_status
-from bridge.sinks.base import SinkHealth, split_lines
+from bridge.sinks.base import SinkHealth, delivery_retrying, split_lines
 
 log = logging.getLogger(__name__)
 
@@ -216,21 +215,8 @@ class GrafanaLiveSink:
         self.metrics.succeeded(1, frame.newest_sample_ns)
         self.health.ok()
 
-    def _failed(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, DeliveryError):
-            self.health.failed(error)
-        self.metrics.retries.inc()
-
     def _run(self) -> None:
-        retrying = Retrying(
-            retry=retry_if_exception_type(DeliveryError),
-            wait=BACKOFF.wait(),
-            stop=lambda _state: self._stopping.is_set(),
-            sleep=self._stopping.wait,
-            before_sleep=self._failed,
-            reraise=True,
-        )
+        retrying = delivery_retrying(BACKOFF, self._stopping, self.health, self.metrics)
         while not self._stopping.is_set():
             try:
                 retrying(self._push_next)

@@ -26,7 +26,6 @@ import urllib3
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from bridge.config import InfluxSettings
 from bridge.events import EventLines
@@ -34,7 +33,7 @@ from bridge.frame import SpectrumFrame
 from bridge.line_protocol import LineProtocolEncoder
 from bridge.metrics import Metrics, SinkMetrics
 from bridge.retry import Backoff, DeliveryError, PermanentError, TransientError, classify_status
-from bridge.sinks.base import SinkHealth, split_lines
+from bridge.sinks.base import SinkHealth, delivery_retrying, split_lines
 from bridge.spool import Segment, Spool
 
 log = logging.getLogger(__name__)
@@ -301,14 +300,7 @@ class InfluxSink:
 
     # ---- uploader ------------------------------------------------------------------------------
     def _run_uploader(self) -> None:
-        retrying = Retrying(
-            retry=retry_if_exception_type(DeliveryError),
-            wait=BACKOFF.wait(),
-            stop=lambda _state: self._stop_uploading.is_set(),
-            sleep=self._stop_uploading.wait,
-            before_sleep=self._failed,
-            reraise=True,
-        )
+        retrying = delivery_retrying(BACKOFF, self._stop_uploading, self.health, self.metrics)
         while not self._stop_uploading.is_set():
             segments = self.spool.take(self._max_body, timeout=0.5)
             if not segments:
@@ -320,12 +312,6 @@ class InfluxSink:
             except Exception:  # noqa: BLE001 - never let the archive thread die silently
                 log.exception("influxdb: unexpected error while uploading; will retry")
                 self._stop_uploading.wait(1.0)
-
-    def _failed(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, DeliveryError):
-            self.health.failed(error)
-        self.metrics.retries.inc()
 
     def _upload(self, segments: list[Segment]) -> None:
         """Deliver ``segments`` (as one or more bodies); raise DeliveryError to be retried."""

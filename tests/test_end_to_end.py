@@ -43,44 +43,29 @@ def stored_rows(server: InfluxDBServer, db: str, channel: str = "Fz") -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def dashboard_live_channels() -> set[str]:
-    """The channel strings the live dashboard subscribes to, interpolated as Grafana would."""
-    dashboard = json.loads(LIVE_DASHBOARD.read_text())
-    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    stream_id = variables["live_stream"]["query"]
-    found: set[str] = set()
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("channel"), str):
-                found.add(node["channel"].replace("$live_stream", stream_id))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(dashboard)
+def nodes(node: object) -> list[dict]:
+    """Every JSON object inside a dashboard, depth first."""
+    found: list[dict] = []
+    if isinstance(node, dict):
+        found.append(node)
+        node = list(node.values())
+    if isinstance(node, list):
+        for value in node:
+            found.extend(nodes(value))
     return found
 
 
-def dashboard_filter_le() -> float:
+def dashboard_live_channels() -> set[str]:
+    """The channel strings the live dashboard subscribes to, interpolated as Grafana would."""
     dashboard = json.loads(LIVE_DASHBOARD.read_text())
-    les: list[float] = []
+    stream_id = {v["name"]: v for v in dashboard["templating"]["list"]}["live_stream"]["query"]
+    return {n["channel"].replace("$live_stream", stream_id) for n in nodes(dashboard) if isinstance(n.get("channel"), str)}
 
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "heatmap":
-                les.append(node["options"]["filterValues"]["le"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
 
-    walk(dashboard)
-    assert les
-    return max(les)
+def dashboard_filter_le() -> float:
+    heatmaps = [n for n in nodes(json.loads(LIVE_DASHBOARD.read_text())) if n.get("type") == "heatmap"]
+    assert heatmaps
+    return max(h["options"]["filterValues"]["le"] for h in heatmaps)
 
 
 def test_live_and_archive_receive_every_frame(

@@ -28,7 +28,11 @@ EPS = 1e-30
 
 
 def to_db(power: np.ndarray) -> np.ndarray:
-    return (10.0 * np.log10(power + EPS)).astype(np.float32)
+    """``10*log10(P + EPS)`` as float32; overwrites ``power`` (a temporary in every caller)."""
+    power += EPS
+    np.log10(power, out=power)
+    power *= 10.0
+    return power.astype(np.float32)
 
 
 class SpectrumEngine(Protocol):
@@ -104,6 +108,11 @@ class StftEngine:
         if n % 2 == 0:
             gain[-1] = scale
         self._gain = gain[self._crop]
+        window_fft = scipy.fft.rfft(self._window)[self._crop]
+        significant = np.nonzero(np.abs(window_fft) > 1e-9 * np.abs(window_fft).max())[0]
+        self._dc_bins = int(significant[-1]) + 1 if significant.size else 0
+        self._window_fft = window_fft[: self._dc_bins]
+        self._mean_weights = np.full(n, 1.0 / n)  # a mean as one BLAS dot product
         self._half_window_s = n / 2.0 / self.srate
         self.layout = FrameLayout(
             stream=stream, channels=tuple(channels), frequencies=freqs[self._crop], srate=self.srate
@@ -125,9 +134,14 @@ class StftEngine:
 
     def push(self, samples: np.ndarray, times: np.ndarray) -> list[SpectrumFrame]:
         """Add ``samples`` (n_samples x n_channels) and return every window now complete."""
+        total = samples.shape[0]
+        if self._end + total <= self._capacity:  # the common case: one copy, one drain
+            self._buf[:, self._end : self._end + total] = samples.T
+            self._times[self._end : self._end + total] = times
+            self._end += total
+            return self._drain() if self._end - self._start >= self.params.nperseg else []
         frames: list[SpectrumFrame] = []
         offset = 0
-        total = samples.shape[0]
         while offset < total:
             self._compact()
             take = min(total - offset, self._capacity - self._end)
@@ -139,11 +153,8 @@ class StftEngine:
         return frames
 
     def _compact(self) -> None:
-        if self._start == 0:
-            return
+        """Move the unconsumed tail (< nperseg samples) to the front of the buffer."""
         keep = self._end - self._start
-        if self._capacity - self._end >= self._capacity // 2 and keep > 0:
-            return
         self._buf[:, :keep] = self._buf[:, self._start : self._end]
         self._times[:keep] = self._times[self._start : self._end]
         self._start, self._end = 0, keep
@@ -154,30 +165,42 @@ class StftEngine:
         if available < n:
             return []
         count = (available - n) // hop + 1
-        span = self._buf[:, self._start : self._start + (count - 1) * hop + n]
-        # (channels, windows, nperseg) view without copying, then one batched FFT.
-        windows = np.lib.stride_tricks.sliding_window_view(span, n, axis=1)[:, ::hop]
-        # Same operations in the same order as scipy (constant detrend, window, rfft), so the
-        # result matches it to rounding even for near-empty bins.
-        segments = windows - windows.mean(axis=-1, keepdims=True)
-        segments *= self._window
-        spectra = scipy.fft.rfft(segments, axis=-1)[..., self._crop]
-        power = (spectra.real**2 + spectra.imag**2) * self._gain
+        start = self._start
+        if count == 1:
+            windows = self._buf[:, None, start : start + n]
+        else:  # (channels, windows, nperseg) view without copying, then one batched FFT
+            span = self._buf[:, start : start + (count - 1) * hop + n]
+            windows = np.lib.stride_tricks.sliding_window_view(span, n, axis=1)[:, ::hop]
+        # scipy detrends, windows, then transforms; by linearity FFT(w*(x - m)) equals
+        # FFT(w*x) - m*FFT(w), which saves two passes over the samples. FFT(w) is non-zero in
+        # only a few low bins (two for hann), so the correction touches just those.
+        spectra = scipy.fft.rfft(windows * self._window, axis=-1, overwrite_x=True)[..., self._crop]
+        if self._dc_bins:
+            if count == 1:
+                means = windows @ self._mean_weights
+            else:  # window sums from one cumulative sum instead of a strided reduction
+                sums = np.cumsum(span, axis=1)
+                ends = sums[:, n - 1 :: hop][:, :count]
+                starts = np.concatenate((np.zeros((span.shape[0], 1)), sums[:, hop - 1 :: hop][:, : count - 1]), axis=1)
+                means = (ends - starts) / n
+            spectra[..., : self._dc_bins] -= means[..., None] * self._window_fft
+        power = np.square(spectra.real)
+        power += np.square(spectra.imag)
+        power *= self._gain
         db = to_db(power)
-        starts = self._start + hop * np.arange(count)
-        centre_ns = np.rint((self._times[starts] + self._half_window_s) * 1e9).astype(np.int64)
-        newest_ns = np.rint(self._times[starts + n - 1] * 1e9).astype(np.int64)
         self._start += count * hop
-        return [
-            SpectrumFrame(
-                layout=self.layout,
-                seq=self._counter.take(),
-                time_ns=int(centre_ns[k]),
-                newest_sample_ns=int(newest_ns[k]),
-                power_db=np.ascontiguousarray(db[:, k, :]),
-            )
-            for k in range(count)
-        ]
+        if count == 1:
+            return [self._frame(start, db[:, 0, :])]
+        return [self._frame(start + k * hop, db[:, k, :]) for k in range(count)]
+
+    def _frame(self, start: int, db: np.ndarray) -> SpectrumFrame:
+        return SpectrumFrame(
+            layout=self.layout,
+            seq=self._counter.take(),
+            time_ns=round((self._times[start] + self._half_window_s) * 1e9),
+            newest_sample_ns=round(self._times[start + self.params.nperseg - 1] * 1e9),
+            power_db=np.ascontiguousarray(db),
+        )
 
 
 PrecomputedScale = Literal["db", "power"]

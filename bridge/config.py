@@ -19,10 +19,10 @@ from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
 import numpy as np
-import scipy.signal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from bridge.spectrum import StftParams
+from bridge.windows import get_window
 
 SECRET_OPTIONS = ("GRAFANA_TOKEN", "GRAFANA_ADMIN_PASSWORD", "INFLUXDB_TOKEN", "INFLUXDB_PASSWORD")
 
@@ -113,10 +113,7 @@ class Options(BaseModel):
     @field_validator("spectrum_window")
     @classmethod
     def _known_window(cls, value: str) -> str:
-        try:
-            scipy.signal.get_window(value, 16)
-        except (ValueError, TypeError):
-            raise ValueError(f"'{value}' is not a window scipy.signal.get_window knows (try hann, hamming, blackman)") from None
+        get_window(value, 16)  # raises ValueError with a sentence for unknown names
         return value
 
     @field_validator("grafana_url", "influxdb_url")

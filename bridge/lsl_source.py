@@ -222,10 +222,15 @@ class LslSource:
                 f"LSL stream {describe(info).who()} has no nominal sampling rate (irregular), so no "
                 "spectrum can be computed from it; use SPECTRUM_MODE=precomputed if it carries spectra."
             )
+        # recover=False: liblsl's own silent recovery (an outlet restarted with the same
+        # source_id) keeps the old dejitter model for up to ~50 samples, so the first samples
+        # of the new outlet get times continuing the old ones and the real jump lands inside a
+        # chunk, where no gap check sees it. Losing the inlet instead (LostError, at once) lets
+        # the bridge re-resolve with a fresh inlet and report the gap.
         inlet = pylsl.StreamInlet(
             info,
             max_buflen=self.settings.buffer_sec,
-            recover=True,
+            recover=False,
             processing_flags=pylsl.proc_clocksync | pylsl.proc_dejitter | pylsl.proc_monotonize,
             as_numpy=True,
         )
@@ -318,6 +323,10 @@ class LslSource:
         """After a loss: resolve again (with backoff) and reopen; None when stopping."""
         if self._inlet is not None:
             self._drop_inlet("reconnecting")
+        # A resolve started within ~0.1 s of an outlet vanishing can block in liblsl for 5 s
+        # (measured: about half the time); half a second of patience avoids that.
+        if self.stop.wait(RESOLVE_WINDOW_SEC):
+            return None
         return self.connect()
 
     def close(self) -> None:

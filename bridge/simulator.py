@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pylsl
-import scipy.signal
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +77,8 @@ class EegSignal:
         s = self.settings
         t = (self._n + np.arange(count)) / s.rate
         self._n += count
+        import scipy.signal  # noqa: PLC0415 - only the simulator needs it; the bridge stays lean
+
         white = self._rng.standard_normal((s.channels, count))
         pink, self._zi = scipy.signal.lfilter(_PINK_B, _PINK_A, white, axis=1, zi=self._zi)
         envelope = 0.5 + 0.5 * np.sin(2 * np.pi * t / 8.0) ** 2  # waxes and wanes over ~8 s

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, Sequence
 
 import numpy as np
-import scipy.fft
-import scipy.signal
 
 from bridge.frame import FrameLayout, SpectrumFrame
+from bridge.windows import get_window
 
 #: Added to the power before the logarithm so that an all-zero channel gives -300 dB, not -inf.
 EPS = 1e-30
@@ -98,9 +97,9 @@ class StftEngine:
         self.params = params
         self.srate = float(srate)
         n = params.nperseg
-        self._window = scipy.signal.get_window(params.window, n).astype(np.float64)
+        self._window = get_window(params.window, n)
         scale = 1.0 / (self.srate * float(np.sum(self._window**2)))
-        freqs = scipy.fft.rfftfreq(n, 1.0 / self.srate)
+        freqs = np.fft.rfftfreq(n, 1.0 / self.srate)
         self._crop = _frequency_crop(freqs, params.fmin, params.fmax)
         # One-sided density: double every bin except DC and (for even n) Nyquist, as scipy does.
         gain = np.full(freqs.size, 2.0 * scale)
@@ -108,7 +107,7 @@ class StftEngine:
         if n % 2 == 0:
             gain[-1] = scale
         self._gain = gain[self._crop]
-        window_fft = scipy.fft.rfft(self._window)[self._crop]
+        window_fft = np.fft.rfft(self._window)[self._crop]
         significant = np.nonzero(np.abs(window_fft) > 1e-9 * np.abs(window_fft).max())[0]
         self._dc_bins = int(significant[-1]) + 1 if significant.size else 0
         self._window_fft = window_fft[: self._dc_bins]
@@ -174,7 +173,7 @@ class StftEngine:
         # scipy detrends, windows, then transforms; by linearity FFT(w*(x - m)) equals
         # FFT(w*x) - m*FFT(w), which saves two passes over the samples. FFT(w) is non-zero in
         # only a few low bins (two for hann), so the correction touches just those.
-        spectra = scipy.fft.rfft(windows * self._window, axis=-1, overwrite_x=True)[..., self._crop]
+        spectra = np.fft.rfft(windows * self._window, axis=-1)[..., self._crop]
         if self._dc_bins:
             if count == 1:
                 means = windows @ self._mean_weights

@@ -145,3 +145,19 @@ def test_precomputed_flat_layout_db_and_power() -> None:
     cropped = power_engine.push(samples, times)
     assert np.allclose(cropped[0].power_db, 10 * np.log10(samples[0].reshape(3, 4)[:, 1:3] + EPS), atol=1e-5)
     assert list(power_engine.layout.frequencies) == [2.0, 4.0]
+
+
+@pytest.mark.parametrize("name", ["hann", "hamming", "blackman", "nuttall", "blackmanharris", "flattop", "boxcar", "bartlett", "rect", "han"])
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 255, 256, 1024])
+def test_windows_are_bit_identical_to_scipy(name: str, n: int) -> None:
+    from bridge.windows import get_window
+
+    assert np.array_equal(get_window(name, n), scipy.signal.get_window(name, n))
+
+
+def test_unusual_windows_come_from_scipy_and_unknown_ones_are_refused() -> None:
+    from bridge.windows import get_window
+
+    assert np.array_equal(get_window("cosine", 33), scipy.signal.get_window("cosine", 33))
+    with pytest.raises(ValueError, match="'hannn' is not a window"):
+        get_window("hannn", 16)

@@ -37,11 +37,15 @@ def judge(result: dict[str, Any], cpu_target: float) -> dict[str, Any]:
             "checks": checks, "pass": all(checks.values()) and result["error"] is None}
 
 
-def run(seconds: float, warmup: float = 10.0, log: Any = print, kinds: tuple[live.Kind, ...] = KINDS) -> list[dict[str, Any]]:
+def run(
+    seconds: float, warmup: float = 10.0, log: Any = print, kinds: tuple[live.Kind, ...] = KINDS,
+    bridge_env: tuple[tuple[str, str], ...] = (),
+) -> list[dict[str, Any]]:
     out = []
     for (channels, rate), cpu_target in CPU_TARGET.items():
         for kind in kinds:
-            scenario = live.Scenario(kind, channels, rate, 256, 128, duration_s=seconds, warmup_s=warmup, influx=kind != "floor")
+            scenario = live.Scenario(kind, channels, rate, 256, 128, duration_s=seconds, warmup_s=warmup,
+                                     influx=kind != "floor", env=bridge_env if kind == "bridge" else ())
             log(f"  cost: {scenario.label}, {seconds:g} s")
             result = live.run(scenario, log).to_dict()
             if kind == "bridge":

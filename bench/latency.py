@@ -16,10 +16,10 @@ TARGET_P99_MS = 20.0
 HOPS = (32, 128)
 
 
-def run(seconds: float, warmup: float = 10.0, log: Any = print) -> list[dict[str, Any]]:
+def run(seconds: float, warmup: float = 10.0, log: Any = print, bridge_env: tuple[tuple[str, str], ...] = ()) -> list[dict[str, Any]]:
     out = []
     for hop in HOPS:
-        scenario = live.Scenario("bridge", 64, 1000.0, 256, 256 - hop, duration_s=seconds, warmup_s=warmup, influx=False)
+        scenario = live.Scenario("bridge", 64, 1000.0, 256, 256 - hop, duration_s=seconds, warmup_s=warmup, influx=False, env=bridge_env)
         log(f"  latency: {scenario.label}, {seconds:g} s")
         result = live.run(scenario, log).to_dict()
         p99 = result["latency_ms"].get("p99")

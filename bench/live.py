@@ -23,14 +23,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import httpx
 import numpy as np
 
 from bench.eeg import Player, unique_name
 from bench.procs import Managed, clean_env, cpu_seconds, free_port, status_kb, system_busy_seconds, wait_until
-from bench.standin import TOKEN
+from bench.standin import ADMIN_TOKEN, TOKEN
 from bridge.line_protocol import bin_field_names
 
 Kind = Literal["bridge", "floor", "baseline"]
@@ -47,6 +47,8 @@ class Scenario:
     duration_s: float = 120.0
     warmup_s: float = 10.0
     influx: bool = True
+    #: Extra environment for the bridge (experiments: GRAFANA_PUSH=ws, malloc tuning, ...).
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def hop(self) -> int:
@@ -54,7 +56,8 @@ class Scenario:
 
     @property
     def label(self) -> str:
-        return f"{self.kind} {self.channels}ch x {self.rate / 1000:g}kHz hop {self.hop}"
+        extra = "".join(f" {k}={v}" for k, v in self.env)
+        return f"{self.kind} {self.channels}ch x {self.rate / 1000:g}kHz hop {self.hop}{extra}"
 
 
 @dataclass
@@ -201,11 +204,15 @@ def _consumer(scenario: Scenario, name: str, standin: StandinProcess, influx_url
         "SPECTRUM_NPERSEG": str(scenario.nperseg),
         "SPECTRUM_NOVERLAP": str(scenario.noverlap),
         "METRICS_PORT": str(metrics_port),
+        **dict(scenario.env),
     })
+    if env.get("GRAFANA_PUSH") == "ws":
+        env["GRAFANA_TOKEN"] = ADMIN_TOKEN  # Grafana: WebSocket push needs the Admin role
     return Managed.python("bridge", ["bridge", "run"], env, workdir)
 
 
-def run(scenario: Scenario, log: Any = print) -> LiveResult:
+def run(scenario: Scenario, log: Any = print, during: Callable[[int, float], None] | None = None) -> LiveResult:
+    """One scenario; ``during(pid, seconds)``, if given, runs in the measured window (e.g. a profiler)."""
     result = LiveResult(scenario={**asdict(scenario), "label": scenario.label})
     workdir = Path(tempfile.mkdtemp(prefix="eeg-bench-"))
     standin: StandinProcess | None = None
@@ -238,6 +245,8 @@ def run(scenario: Scenario, log: Any = print) -> LiveResult:
         cpu_others0 = {k: cpu_seconds(pid) for k, pid in others.items()}
         t0, cpu0, busy0 = time.time_ns(), cpu_seconds(consumer.pid), system_busy_seconds()
         deadline = time.monotonic() + scenario.duration_s
+        if during is not None:
+            during(consumer.pid, scenario.duration_s)
         while time.monotonic() < deadline and consumer.alive():
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         if not consumer.alive():

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-seconds", type=float, help="settling time before each window (default 10, quick 3)")
     parser.add_argument("--catchup-minutes", type=float, help="backlog size in minutes of EEG (default 10, quick 1)")
     parser.add_argument("--encode-repeats", type=int, help="repeats per encoder case (default 50, quick 5)")
+    parser.add_argument("--bridge-env", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the bridge in latency/cost runs (e.g. GRAFANA_PUSH=ws)")
     parser.add_argument("--out", help="results file stem in bench/results (default: latest, quick, or partial)")
     args = parser.parse_args(argv)
 
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = tuple(args.only or SECTIONS)
     stem = args.out or ("quick" if quick else "partial" if args.only else "latest")
     warmup = args.warmup_seconds if args.warmup_seconds is not None else (3.0 if quick else 10.0)
+    bridge_env = tuple(tuple(kv.split("=", 1)) for kv in args.bridge_env)  # type: ignore[misc]
     started = time.time()
     results: dict[str, Any] = {
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -100,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         from bench import latency
 
         seconds = args.latency_seconds or (10.0 if quick else 60.0)
-        results["latency"] = latency.run(seconds, warmup, log)
+        results["latency"] = latency.run(seconds, warmup, log, bridge_env)
     if "cost" in sections:
         log("cost ...")
         from bench import cost
 
         seconds = args.cost_seconds or (10.0 if quick else 120.0)
-        results["cost"] = cost.run(seconds, warmup, log)
+        results["cost"] = cost.run(seconds, warmup, log, bridge_env=bridge_env)
     if "catchup" in sections:
         log("catch-up ...")
         from bench import catchup

@@ -34,6 +34,7 @@ from tests.grafana_standin import (
 )
 
 TOKEN = "glsa_bench_token"
+ADMIN_TOKEN = "glsa_bench_admin"  # WebSocket push needs the Admin role
 #: Bodies kept for the after-run parse: the first few and then one in ``SAMPLE_EVERY``.
 SAMPLE_FIRST = 5
 SAMPLE_EVERY = 200
@@ -43,7 +44,7 @@ SAMPLE_MAX = 40
 class RecordingStandIn(GrafanaLiveStandIn):
     def __init__(self, record: Path, **kwargs: Any) -> None:
         # history_limit bounds what the base class keeps (it stores whole bodies).
-        super().__init__(tokens={TOKEN: "Editor"}, history_limit=20, **kwargs)
+        super().__init__(tokens={TOKEN: "Editor", ADMIN_TOKEN: "Admin"}, history_limit=20, **kwargs)
         self._out = open(record, "w", buffering=1 << 16)
         self._count = 0
         self.samples: list[bytes] = []
@@ -52,15 +53,22 @@ class RecordingStandIn(GrafanaLiveStandIn):
         identity = self._authenticate(request.header_map)
         if isinstance(identity, _Reply):
             return identity
-        body = request.body
+        self._log_body(request.received_ns, request.body)
+        return _Reply(200)
+
+    def _log_body(self, received_ns: int, body: bytes) -> None:
         first = body[: body.find(b"\n")] if b"\n" in body else body
         stamp = first.rsplit(b" ", 1)[-1] if first else b"0"
         lines = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
-        self._out.write(f"{request.received_ns} {int(stamp)} {len(body)} {lines}\n")
+        self._out.write(f"{received_ns} {int(stamp)} {len(body)} {lines}\n")
         self._count += 1
         if len(self.samples) < SAMPLE_MAX and (self._count <= SAMPLE_FIRST or self._count % SAMPLE_EVERY == 0):
             self.samples.append(body)
-        return _Reply(200)
+
+    def _ws_message(self, conn_id: int, stream_id: str, frame_format: str, body: bytes) -> None:
+        """WebSocket push: same record, parse deferred likewise (Grafana sends no acknowledgement)."""
+        received = time.time_ns()
+        self._log_body(received, body)
 
     def flush(self) -> None:
         self._out.flush()

@@ -27,8 +27,11 @@ log = logging.getLogger(__name__)
 pylsl.set_config_content("[log]\nlevel = -2\n")
 
 #: How long one resolve round listens for answers; also the window in which a second outlet
-#: matching the same query must answer for the match to count as ambiguous.
-RESOLVE_WINDOW_SEC = 0.5
+#: matching the same query must answer for the match to count as ambiguous. Not 0.5 s: that is
+#: liblsl's MulticastMinRTT, when its unicast wave (to KnownPeers, localhost included) starts,
+#: and a resolve timing out at that instant races it and blocks for UnicastMaxRTT (5 s) in
+#: about one round in six (measured with liblsl 1.18). 1.0 s keeps clear of both waves.
+RESOLVE_WINDOW_SEC = 1.0
 PULL_TIMEOUT_SEC = 0.2
 
 

@@ -326,10 +326,6 @@ class LslSource:
         """After a loss: resolve again (with backoff) and reopen; None when stopping."""
         if self._inlet is not None:
             self._drop_inlet("reconnecting")
-        # A resolve started within ~0.1 s of an outlet vanishing can block in liblsl for 5 s
-        # (measured: about half the time); half a second of patience avoids that.
-        if self.stop.wait(RESOLVE_WINDOW_SEC):
-            return None
         return self.connect()
 
     def close(self) -> None:

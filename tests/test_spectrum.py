@@ -161,3 +161,20 @@ def test_unusual_windows_come_from_scipy_and_unknown_ones_are_refused() -> None:
     assert np.array_equal(get_window("cosine", 33), scipy.signal.get_window("cosine", 33))
     with pytest.raises(ValueError, match="'hannn' is not a window"):
         get_window("hannn", 16)
+
+
+def test_dc_coupled_offsets_do_not_disturb_the_spectrum() -> None:
+    """DC-coupled amplifiers ride on offsets of tens of mV (float32 samples from LSL): the
+    detrend must remove them exactly as scipy does, not by a rearrangement that loses bits."""
+    from bridge.simulator import EegSignal, SimulatorSettings
+
+    rng = np.random.default_rng(17)
+    fs, n, channels = 1000.0, 4000, 16
+    offsets = rng.uniform(-50_000, 50_000, channels).astype(np.float32)  # µV
+    eeg = EegSignal(SimulatorSettings(channels=channels, rate=fs, seed=17)).block(n)  # 1/f: tiny high bins
+    x = (eeg + offsets).astype(np.float32)
+    for params in (StftParams(256, 224, "hann"), StftParams(256, 128, "hamming")):
+        engine = StftEngine(stream="s", channels=[f"c{i}" for i in range(channels)], srate=fs, params=params)
+        frames = feed(engine, x, T0 + np.arange(n) / fs, rng, 200)
+        _, _, power = reference_db(x.astype(np.float64), fs, params)
+        assert_db_close(np.stack([fr.power_db for fr in frames], axis=-1), power)

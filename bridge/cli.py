@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -148,7 +149,10 @@ def _grafana_token(settings: Settings) -> SecretStr | None:
 
 
 def _influx_sink(settings: Settings, metrics: Metrics) -> InfluxSink:
-    spool = Spool(settings.spool.directory, settings.spool.max_bytes)
+    try:
+        spool = Spool(settings.spool.directory, settings.spool.max_bytes)
+    except OSError as exc:
+        raise ConfigError(f"Cannot use SPOOL_DIR '{settings.spool.directory}': {exc.strerror or exc}.") from None
     writer = make_writer(settings.influxdb) if settings.influxdb.url else None
     if writer is None:
         log.warning("INFLUXDB_URL is empty: archiving to the spool at %s only", settings.spool.directory)
@@ -232,9 +236,12 @@ def cmd_run(argv: Sequence[str]) -> int:
         log.warning("TLS_INSECURE is set: certificates are NOT verified; anyone on the path can read the tokens")
     metrics = Metrics()
     sinks: list[Sink] = []
-    if settings.grafana is not None:
-        sinks.append(GrafanaLiveSink(settings.grafana, metrics.sink("grafana"), token=_grafana_token(settings)))
-    archive = _influx_sink(settings, metrics)
+    try:
+        if settings.grafana is not None:
+            sinks.append(GrafanaLiveSink(settings.grafana, metrics.sink("grafana"), token=_grafana_token(settings)))
+        archive = _influx_sink(settings, metrics)
+    except (ssl.SSLError, FileNotFoundError) as exc:  # a CA bundle that is not one
+        raise ConfigError(f"Cannot load TLS_CA_BUNDLE '{settings.influxdb.tls.ca_bundle}': {exc}.") from None
     sinks.append(archive)
     pipeline = Pipeline(settings, metrics, sinks)
 

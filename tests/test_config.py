@@ -123,3 +123,22 @@ def test_readme_documents_every_option() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for field in Options.model_fields.values():
         assert f"| `{field.alias}` |" in readme, field.alias
+
+
+@pytest.mark.parametrize(
+    "env,sentence",
+    [
+        ({"TLS_CA_BUNDLE": "{tmp}/not-a-cert.pem"}, "Cannot load TLS_CA_BUNDLE"),
+        ({"SPOOL_DIR": "/proc/no-such-place/spool"}, "Cannot use SPOOL_DIR '/proc/no-such-place/spool'"),
+    ],
+)
+def test_unusable_files_exit_2_before_connecting(
+    env: dict[str, str], sentence: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "not-a-cert.pem").write_text("not a certificate\n")
+    monkeypatch.setenv("LSL_STREAM_NAME", "x")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.format(tmp=tmp_path))
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"eeg-bridge: {sentence}")

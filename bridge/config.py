@@ -13,6 +13,7 @@ secrets), never from flags, which would show in ``ps``. They are ``SecretStr`` s
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -198,12 +199,14 @@ class TlsSettings:
     ca_bundle: str | None
     insecure: bool
 
-    @property
-    def verify(self) -> bool | str:
-        """What httpx and urllib3 take: False, a CA path, or True (system store)."""
+    def context(self) -> ssl.SSLContext:
+        """The one TLS policy for every client: verify (system store or the CA bundle) unless
+        the user explicitly, and loudly, switched it off."""
+        context = ssl.create_default_context(cafile=self.ca_bundle)
         if self.insecure:
-            return False
-        return self.ca_bundle or True
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
 
 @dataclass(frozen=True)
@@ -322,6 +325,10 @@ def _check_resolvable(url: str, name: str) -> None:
 def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
     """Turn the validated option table into the typed settings each stage receives."""
     tls = TlsSettings(ca_bundle=options.tls_ca_bundle, insecure=options.tls_insecure)
+    try:
+        tls.context()
+    except ssl.SSLError as exc:
+        raise ConfigError(f"Cannot load TLS_CA_BUNDLE '{options.tls_ca_bundle}': {exc.reason or exc}.") from None
     if check_hosts:
         if options.grafana_url:
             _check_resolvable(options.grafana_url, "GRAFANA_URL")

@@ -11,7 +11,6 @@ because Grafana wipes a channel's browser buffer when the schema changes (grafan
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 from collections import deque
 from typing import Protocol
@@ -21,7 +20,7 @@ from pydantic import SecretStr
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from bridge.config import GrafanaSettings, TlsSettings
+from bridge.config import GrafanaSettings
 from bridge.frame import SpectrumFrame
 from bridge.line_protocol import LineProtocolEncoder
 from bridge.metrics import SinkMetrics
@@ -52,14 +51,6 @@ def _hints(settings: GrafanaSettings, has_token: bool) -> dict[int, str]:
     }
 
 
-def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=tls.ca_bundle)
-    if tls.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 class _Transport(Protocol):
     def send(self, body: bytes) -> None: ...
 
@@ -71,7 +62,7 @@ class HttpPush:
 
     def __init__(self, settings: GrafanaSettings, token: SecretStr | None) -> None:
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-        self._client = httpx.Client(timeout=settings.timeout_sec, verify=settings.tls.verify, headers=headers)
+        self._client = httpx.Client(timeout=settings.timeout_sec, verify=settings.tls.context(), headers=headers)
         self._url = f"{settings.url}/api/live/push/{settings.stream_id}"
         self._base = settings.url
         self._hints = _hints(settings, token is not None)
@@ -107,7 +98,7 @@ class WebSocketPush:
         self._url = f"{scheme}://{settings.url.split('://', 1)[1]}/api/live/push/{settings.stream_id}"
         self._base = settings.url
         self._headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-        self._ssl = _ssl_context(settings.tls) if scheme == "wss" else None
+        self._ssl = settings.tls.context() if scheme == "wss" else None
         self._timeout = settings.timeout_sec
         self._hints = _hints(settings, token is not None)
         self._conn: ClientConnection | None = None

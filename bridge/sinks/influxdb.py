@@ -87,7 +87,7 @@ class V1Writer:
         if settings.username:
             password = settings.password.get_secret_value() if settings.password else ""
             auth = httpx.BasicAuth(settings.username, password)
-        self._client = httpx.Client(timeout=settings.timeout_sec, verify=settings.tls.verify, auth=auth)
+        self._client = httpx.Client(timeout=settings.timeout_sec, verify=settings.tls.context(), auth=auth)
         self._url = f"{settings.url}/write"
         self._base = settings.url
         self._hints = _hints(settings)
@@ -124,7 +124,7 @@ class V2Writer:
             token=token,
             org=settings.org,
             timeout=int(settings.timeout_sec * 1000),
-            verify_ssl=settings.tls.verify is not False,
+            verify_ssl=not settings.tls.insecure,
             ssl_ca_cert=settings.tls.ca_bundle,
             retries=False,
         )

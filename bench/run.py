@@ -28,8 +28,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 NOTES = [
     "Grafana Live receiver: `tests/grafana_standin.py` in its own process (`bench/standin.py`), with its parse "
-    "deferred: the stand-in's Python parser needs ~80 ms per 64x129 body, which at 31 frames/s would make the "
-    "receiver the bottleneck. Receive time, HTTP handling, auth and the 200 reply are the stand-in's; a sample "
+    "deferred: the stand-in's Python parse + browser-frame conversion needs ~33 ms per 64x129 body and ~115 ms per "
+    "256x129 body, i.e. ~1 core at hop 32 and ~1.8 cores at 256 ch x 2 kHz: it would make the receiver the bottleneck. Receive time, HTTP handling, auth and the 200 reply are the stand-in's; a sample "
     "of bodies is parsed with its parser after each run (reported in the JSON as standin.parsed/invalid).",
     "Straightforward pipeline on InfluxDB 1.6.7: influxdb-client only speaks /api/v2/write, which 1.6.7 lacks, "
     "so its one call_api entry is pointed at /write?db=&precision=ns; batching and serialisation are unchanged.",

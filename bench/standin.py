@@ -1,8 +1,8 @@
 """The Grafana Live stand-in (tests/grafana_standin.py) as a benchmark receiver in its own process.
 
 Why not run it unchanged: the stand-in parses every body with Python regexes and converts it into
-browser frames, ~80 ms per 64 x 129 frame and ~290 ms per 256 x 129 frame on the benchmark machine.
-At 31 frames/s that is more than two cores, so the *receiver* would be the bottleneck: the
+browser frames, ~33 ms per 64 x 129 frame and ~115 ms per 256 x 129 frame on the benchmark machine.
+At 31 frames/s (hop 32), or 15.6 frames/s of 256 channels, that is one to two cores, so the *receiver* would be the bottleneck: the
 bridge waits for each answer, its live queue would drop frames and the measured latency would be
 the stand-in's. Real Grafana parses in Go, in about a millisecond.
 

@@ -155,6 +155,12 @@ class StftEngine:
         self._start, self._end = 0, keep
 
     def _drain(self) -> list[SpectrumFrame]:
+        # NaN/Inf samples give non-finite spectra for their windows; the sinks leave those out,
+        # count and report them, so numpy's own warnings would only be noise on stderr.
+        with np.errstate(invalid="ignore", over="ignore"):
+            return self._transform()
+
+    def _transform(self) -> list[SpectrumFrame]:
         n, hop = self.params.nperseg, self.params.hop
         available = self._end - self._start
         if available < n:

@@ -43,6 +43,19 @@ class SinkHealth:
         self.state = "starting"
         self.last_error: str | None = None
         self.failing_since: float | None = None  # time.monotonic()
+        self._skipped_logged = False
+
+    def skipped(self, metrics: SinkMetrics, values: int) -> None:
+        """Count non-finite values left out of line protocol; say so once, not per frame."""
+        if not values:
+            return
+        metrics.values_skipped.inc(values)
+        if not self._skipped_logged:
+            self._skipped_logged = True
+            self._log.warning(
+                "%s: NaN/Inf in the spectra (non-finite input samples); those values are left out "
+                "and counted in eeg_bridge_sink_values_skipped_total (logged once)", self.name,
+            )
 
     def ok(self) -> None:
         with self._lock:

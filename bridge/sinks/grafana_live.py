@@ -194,8 +194,7 @@ class GrafanaLiveSink:
         if frame is None:
             return
         encoded = self._encoder.encode(frame)
-        if encoded.values_skipped:
-            self.metrics.values_skipped.inc(encoded.values_skipped)
+        self.health.skipped(self.metrics, encoded.values_skipped)
         if not encoded.lines:
             return
         try:

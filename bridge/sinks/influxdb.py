@@ -280,8 +280,7 @@ class InfluxSink:
             body = b""
             if frames:
                 encoded = self._encoder.encode_many(frames)
-                if encoded.values_skipped:
-                    self.metrics.values_skipped.inc(encoded.values_skipped)
+                self.health.skipped(self.metrics, encoded.values_skipped)
                 body = encoded.body
             body += b"".join(e.body for e in events)
             if body:

@@ -596,6 +596,8 @@ def test_non_finite_samples_on_one_channel_never_block_the_others(
     assert np.array_equal(times[channels[1]], times[channels[0]][~bad])  # exactly the clean windows
     assert final.skipped("influxdb") == int(bad.sum()) * BINS  # the lines left out, counted by value
     assert final.computed == frames and final.dropped("influxdb") == 0
+    assert process.output().count("NaN/Inf in the spectra") == 1  # said once, not per frame
+    assert "RuntimeWarning" not in process.output()
     assert process.terminate() == 0
     report("NaN/Inf samples on one channel", frames=frames, frames_with_bad_window=int(bad.sum()),
            rows=", ".join(f"{c}:{len(times[c])}" for c in channels), values_skipped=final.skipped("influxdb"))

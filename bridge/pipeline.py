@@ -131,8 +131,8 @@ class Pipeline:
                 raise LayoutChanged(
                     f"stream {description.who()} came back with a different frequency axis "
                     f"({new.frequencies.size} bins up to {new.frequencies[-1]:g} Hz, was "
-                    f"{old.frequencies.size} up to {old.frequencies[-1]:g} Hz); restart the bridge to record it "
-                    "(its spectra must not be mixed into the old series)."
+                    f"{old.frequencies.size} up to {old.frequencies[-1]:g} Hz); its spectra must not be mixed into the old series: "
+                    "restart the bridge with another INFLUXDB_MEASUREMENT (or stream name) to record it."
                 )
             if old.same_axes(new):
                 engine = self.engine  # keep the frame counter and layout identity

@@ -30,9 +30,8 @@ def unique_database_name(prefix: str = "test") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="session")
-def influxdb_server() -> Iterator[InfluxDBServer]:
-    """Shared server: do not kill/restart it, and do not rely on any database you did not create."""
+def _started_server() -> Iterator[InfluxDBServer]:
+    """Start a server, hand it over, and stop it by its PID whatever happened in between."""
     _require_influxd()
     server = InfluxDBServer()
     try:
@@ -40,6 +39,12 @@ def influxdb_server() -> Iterator[InfluxDBServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def influxdb_server() -> Iterator[InfluxDBServer]:
+    """Shared server: do not kill/restart it, and do not rely on any database you did not create."""
+    yield from _started_server()
 
 
 @pytest.fixture
@@ -54,10 +59,4 @@ def influxdb_database(influxdb_server: InfluxDBServer) -> Iterator[str]:
 @pytest.fixture
 def influxdb_private_server() -> Iterator[InfluxDBServer]:
     """A server of the test's own, free to be killed and restarted; stopped and deleted afterwards."""
-    _require_influxd()
-    server = InfluxDBServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from _started_server()

@@ -499,11 +499,11 @@ def test_outlet_restarted_is_found_again_within_5_s_and_the_gap_is_reported(
 # ---- 6. the outlet comes back with another layout ----------------------------------------------------
 
 
-@pytest.mark.slow
-def test_outlet_back_with_more_channels_continues_with_the_new_layout(
-    influxdb_server: InfluxDBServer, influxdb_database: str, bridges, players: list[Player], tmp_path: Path
-) -> None:
-    stream, port = unique("layout"), free_port()
+def first_layout_then_gone(
+    kind: str, influxdb_server: InfluxDBServer, influxdb_database: str, bridges, players: list[Player], tmp_path: Path
+):
+    """A bridge recording a 4-channel outlet until >= 15 frames are in, then the outlet gone for good."""
+    stream, port = unique(kind), free_port()
     process = bridges(bridge_env(stream, port, tmp_path, INFLUXDB_URL=influxdb_server.url, INFLUXDB_BUCKET=influxdb_database))
     outlet = make_outlet(stream, channels=4, rate=FS, labels=LABELS[:4])
     process.wait_for_output("connected to")  # samples pushed before the inlet opened never arrive
@@ -514,6 +514,14 @@ def test_outlet_back_with_more_channels_continues_with_the_new_layout(
     first.stop()
     before = wait_ledger(port, lambda l: l.received >= pushed, process)
     delete_outlet(first)
+    return stream, port, process, before
+
+
+@pytest.mark.slow
+def test_outlet_back_with_more_channels_continues_with_the_new_layout(
+    influxdb_server: InfluxDBServer, influxdb_database: str, bridges, players: list[Player], tmp_path: Path
+) -> None:
+    stream, port, process, before = first_layout_then_gone("layout", influxdb_server, influxdb_database, bridges, players, tmp_path)
 
     second = play(players, make_outlet(stream, channels=6, rate=FS, labels=LABELS[:6]), 6)
     wait_ledger(port, lambda l: l.computed >= before.computed + 15, process)
@@ -540,17 +548,7 @@ def test_outlet_back_with_more_channels_continues_with_the_new_layout(
 def test_outlet_back_with_another_rate_stops_with_status_3_after_flushing(
     influxdb_server: InfluxDBServer, influxdb_database: str, bridges, players: list[Player], tmp_path: Path
 ) -> None:
-    stream, port = unique("rate"), free_port()
-    process = bridges(bridge_env(stream, port, tmp_path, INFLUXDB_URL=influxdb_server.url, INFLUXDB_BUCKET=influxdb_database))
-    outlet = make_outlet(stream, channels=4, rate=FS, labels=LABELS[:4])
-    process.wait_for_output("connected to")  # samples pushed before the inlet opened never arrive
-    first = play(players, outlet, 4)
-    del outlet
-    wait_ledger(port, lambda l: l.computed >= 15, process)
-    pushed = first.pushed
-    first.stop()
-    before = wait_ledger(port, lambda l: l.received >= pushed, process)
-    delete_outlet(first)
+    stream, port, process, before = first_layout_then_gone("rate", influxdb_server, influxdb_database, bridges, players, tmp_path)
 
     play(players, make_outlet(stream, channels=4, rate=FS / 2, labels=LABELS[:4]), 4, rate=FS / 2)
     assert process.proc is not None

@@ -259,7 +259,8 @@ class LslSource:
 
     def _drop_inlet(self, reason: str) -> None:
         if self.description is not None:
-            log.warning("lost LSL stream %s: %s; re-resolving", self.description.who(), reason)
+            if not self.stop.is_set():  # at shutdown the outlet often goes first: not news
+                log.warning("lost LSL stream %s: %s; re-resolving", self.description.who(), reason)
             self._lost_uids.add(self.description.uid)
         if self._inlet is not None:
             try:

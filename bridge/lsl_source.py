@@ -282,6 +282,17 @@ class LslSource:
     def clock_offset(self) -> float:
         return self._clock_offset
 
+    def time_correction(self, timeout: float = 0.0) -> float | None:
+        """liblsl's current sender-to-local clock correction (applied by proc_clocksync), for the
+        ledger; None if no estimate within ``timeout`` (the first takes milliseconds, later ones
+        are instant)."""
+        if self._inlet is None:
+            return None
+        try:
+            return float(self._inlet.time_correction(timeout=timeout))
+        except (pylsl.util.TimeoutError, pylsl.util.LostError):
+            return None
+
     def pull(self, min_samples: int = 1) -> Chunk | None:
         """Wait (briefly) for at least ``min_samples`` samples; None if nothing came yet.
 

@@ -69,6 +69,11 @@ class Metrics:
         self.clock_offset = Gauge(
             "eeg_bridge_lsl_clock_offset_seconds", "Offset added to LSL local_clock to get Unix time.", registry=r
         )
+        self.time_correction = Gauge(
+            "eeg_bridge_lsl_time_correction_seconds",
+            "liblsl's sender-to-local clock correction applied to the stream's timestamps.",
+            registry=r,
+        )
         self._sent = Counter("eeg_bridge_sink_frames_sent", "Frames a sink delivered.", ["sink"], registry=r)
         self._retries = Counter("eeg_bridge_sink_retries", "Failed attempts that were retried.", ["sink"], registry=r)
         self._dropped = Counter(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_LAYOUT_CHANGED = 3
+#: How often the ledger's copy of liblsl's clock correction is refreshed.
+CORRECTION_CHECK_SEC = 5.0
 
 
 class LayoutChanged(Exception):
@@ -108,6 +111,7 @@ class Pipeline:
         self.engine: SpectrumEngine | None = None
         self._selection: Selection | None = None
         self._last_time_ns = 0
+        self._next_correction_check = 0.0
 
     # ---- fan-out -------------------------------------------------------------------------------
     def publish(self, frame: SpectrumFrame) -> None:
@@ -145,6 +149,13 @@ class Pipeline:
         self.engine, self._selection = engine, selection
         self.metrics.stream_connected.set(1)
         self.metrics.clock_offset.set(self.source.clock_offset)
+        self._track_time_correction(timeout=2.0)  # the first estimate takes a few ms
+
+    def _track_time_correction(self, timeout: float) -> None:
+        self._next_correction_check = time.monotonic() + CORRECTION_CHECK_SEC
+        correction = self.source.time_correction(timeout)
+        if correction is not None:
+            self.metrics.time_correction.set(correction)
 
     def run(self) -> int:
         for sink in self.sinks:
@@ -187,6 +198,8 @@ class Pipeline:
                 continue
             self.metrics.samples_received.inc(len(chunk.times))
             self.metrics.seconds_since_sample.set(0.0)
+            if time.monotonic() >= self._next_correction_check:
+                self._track_time_correction(timeout=0.0)
             if chunk.gap_samples > 0:
                 self.metrics.gaps.inc()
                 self.metrics.samples_missing.inc(chunk.gap_samples)

@@ -49,6 +49,7 @@ def test_health_and_ledger_follow_the_stream(bridges, players: list[Player], tmp
     assert ledger["eeg_bridge_frames_computed_total"] == (1000 - 100) // 50 + 1
     assert ledger["eeg_bridge_gaps_total"] == 0 and ledger["eeg_bridge_samples_missing_total"] == 0
     assert ledger["eeg_bridge_stream_connected"] == 1
+    assert 0 < abs(ledger["eeg_bridge_lsl_time_correction_seconds"]) < 0.05  # measured; same host: tiny
 
     # the outlet stops sending: after LSL_STALE_SEC the stream counts as lost
     wait_until(lambda: health(port)[0] == 503, 60)

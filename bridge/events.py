@@ -72,16 +72,11 @@ class Producer(Protocol):
     def join(self, timeout: float) -> None: ...
 
 
-class HealthPoints:
-    """Writes the loss ledger into the archive every ``interval`` seconds."""
+class _DaemonThread:
+    """One daemon thread running ``_run``, with the start/join a :class:`Producer` needs."""
 
-    def __init__(self, interval: float, emit: Callable[[], EventLines], sink: Callable[[EventLines], None],
-                 stop: threading.Event) -> None:
-        self._interval = interval
-        self._emit = emit
-        self._sink = sink
-        self._stop = stop
-        self._thread = threading.Thread(target=self._run, name="health-points", daemon=True)
+    def __init__(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -90,11 +85,26 @@ class HealthPoints:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        raise NotImplementedError
+
+
+class HealthPoints(_DaemonThread):
+    """Writes the loss ledger into the archive every ``interval`` seconds."""
+
+    def __init__(self, interval: float, emit: Callable[[], EventLines], sink: Callable[[EventLines], None],
+                 stop: threading.Event) -> None:
+        super().__init__("health-points")
+        self._interval = interval
+        self._emit = emit
+        self._sink = sink
+        self._stop = stop
+
+    def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self._sink(self._emit())
 
 
-class MarkerFollower:
+class MarkerFollower(_DaemonThread):
     """Follows a string (marker) stream next to the EEG stream; each marker becomes an event."""
 
     def __init__(
@@ -104,17 +114,11 @@ class MarkerFollower:
         emit: Callable[[EventLines], None],
         stop: threading.Event,
     ) -> None:
+        super().__init__("markers")
         self._predicate = predicate
         self._measurement = measurement
         self._emit = emit
         self._stop = stop
-        self._thread = threading.Thread(target=self._run, name="markers", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -142,8 +142,7 @@ class GrafanaLiveSink:
         self.settings = settings
         self.metrics = metrics
         self.health = SinkHealth(self.name, log)
-        transport: _Transport = WebSocketPush(settings, token) if settings.push == "ws" else HttpPush(settings, token)
-        self._transport = transport
+        self._transport: _Transport = WebSocketPush(settings, token) if settings.push == "ws" else HttpPush(settings, token)
         self._encoder = LineProtocolEncoder(measurement=None, tag_channel=False, tag_stream=False)
         self._queue: deque[SpectrumFrame] = deque()
         self._ready = threading.Condition()

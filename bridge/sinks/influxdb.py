@@ -207,7 +207,7 @@ class InfluxSink:
             self.metrics.drop("queue_full")
             log.error("influxdb: the archive inbox is full (%d frames): the disk is not keeping up; frame %d dropped",
                       INBOX_FRAMES, frame.seq)
-        self.metrics.queue_depth.set(self._inbox.qsize() + self.spool.pending_frames)
+        self.metrics.queue_depth.set(self.queue_depth())
 
     def offer_events(self, events: EventLines) -> None:
         """Markers and health points: archived with the next batch, through the same spool."""
@@ -298,7 +298,7 @@ class InfluxSink:
     def _update_spool_gauges(self) -> None:
         self.ledger.spool_bytes.set(self.spool.pending_bytes)
         self.ledger.spool_frames.set(self.spool.pending_frames)
-        self.metrics.queue_depth.set(self._inbox.qsize() + self.spool.pending_frames)
+        self.metrics.queue_depth.set(self.queue_depth())
 
     # ---- uploader ------------------------------------------------------------------------------
     def _run_uploader(self) -> None:

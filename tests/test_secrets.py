@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.bridge_process import free_port, wait_until
+from tests.bridge_process import free_port, local_http_server, wait_until
 from tests.fixtures_lsl import Player, make_outlet, unique
 
 GRAFANA_TOKEN = "glsa_SECRETgrafanaTOKEN123456789"
@@ -44,12 +43,8 @@ class _Refuse(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def refusing_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuse)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with local_http_server(_Refuse) as url:
+        yield url
 
 
 def test_no_secret_in_any_output(refusing_server: str, bridges, players: list[Player], tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import http.server
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -24,7 +23,7 @@ from bridge.retry import Backoff, PermanentError, TransientError, classify_statu
 from bridge.sinks.grafana_live import GrafanaLiveSink
 from bridge.sinks.influxdb import InfluxSink, make_writer
 from bridge.spool import Spool
-from tests.bridge_process import wait_until
+from tests.bridge_process import local_http_server, wait_until
 
 TLS = TlsSettings(ca_bundle=None, insecure=False)
 LAYOUT = FrameLayout(stream="Sim EEG", channels=("Fz", "Oz"), frequencies=np.array([0.0, 2.0, 10.5]), srate=250.0)
@@ -283,12 +282,8 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def v2_server() -> Iterator[str]:
     _Recorder.requests = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with local_http_server(_Recorder) as url:
+        yield url
 
 
 def test_influx_v2_goes_through_influxdb_client(spool: Spool, v2_server: str) -> None:

@@ -56,14 +56,6 @@ class StreamDescription:
     def who(self) -> str:
         return f"'{self.name}' (type {self.type or '-'}, host {self.hostname}, source_id {self.source_id or '-'})"
 
-    def same_shape(self, other: StreamDescription) -> bool:
-        return (
-            self.channel_count == other.channel_count
-            and self.srate == other.srate
-            and self.labels == other.labels
-            and self.channel_format == other.channel_format
-        )
-
 
 @dataclass(frozen=True)
 class Chunk:
@@ -323,12 +315,11 @@ class LslSource:
         times = stamps + self._clock_offset
         gap = 0
         srate = self.description.srate if self.description else 0.0
-        if self._last_ts is not None and srate > 0 and not self._restart:
+        if self._last_ts is not None and srate > 0:
             delta = times[0] - self._last_ts
-            if delta > max(2.0 / srate, 0.005):
-                gap = int(round(delta * srate)) - 1
-        elif self._last_ts is not None and srate > 0 and self._restart:
-            gap = max(0, int(round((times[0] - self._last_ts) * srate)) - 1)
+            # Across a reconnection every missing sample counts; mid-stream only a real jump does.
+            if self._restart or delta > max(2.0 / srate, 0.005):
+                gap = max(0, int(round(delta * srate)) - 1)
         self._last_ts = float(times[-1])
         chunk = Chunk(samples=data, times=times, restart=self._restart, gap_samples=gap)
         self._restart = False

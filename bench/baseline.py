@@ -31,7 +31,7 @@ from influxdb_client import InfluxDBClient, Point, WritePrecision
 from bench.lslin import Inlet
 from bench.naive import NaiveStft
 from bridge.frame import channel_names
-from bridge.line_protocol import bin_field_names
+from bridge.codecs.line_protocol import bin_field_names
 
 
 def _v1_write_path(client: InfluxDBClient, db: str) -> None:

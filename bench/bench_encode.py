@@ -25,7 +25,7 @@ import influxdb_client
 import numpy as np
 
 from bridge.frame import FrameLayout, SpectrumFrame, channel_names
-from bridge.line_protocol import LineProtocolEncoder, bin_field_names
+from bridge.codecs.line_protocol import LineProtocolEncoder, bin_field_names
 
 MEASUREMENT = "eeg_spectrum"
 SIZES = ((64, 129), (256, 513))

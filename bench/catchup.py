@@ -28,10 +28,10 @@ import numpy as np
 
 from bench.procs import Managed, clean_env, cpu_seconds
 from bridge.frame import channel_names
-from bridge.line_protocol import LineProtocolEncoder, bin_field_names
-from bridge.simulator import EegSignal, SimulatorSettings, channel_labels
-from bridge.spectrum import StftEngine, StftParams
-from bridge.spool import Spool
+from bridge.codecs.line_protocol import LineProtocolEncoder, bin_field_names
+from bridge.sources.simulator import EegSignal, SimulatorSettings, channel_labels
+from bridge.dsp.spectrum import StftEngine, StftParams
+from bridge.archive.spool import Spool
 
 DB = "eeg"
 STREAM = "BenchEEG"

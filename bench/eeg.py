@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pylsl
 
-from bridge.simulator import EegSignal, SimulatorSettings, make_info
+from bridge.sources.simulator import EegSignal, SimulatorSettings, make_info
 
 pylsl.set_config_content("[log]\nlevel = -2\n")  # liblsl's INFO lines would clutter the report
 

@@ -31,7 +31,7 @@ import numpy as np
 from bench.eeg import Player, unique_name
 from bench.procs import Managed, clean_env, cpu_seconds, free_port, status_kb, system_busy_seconds, wait_until
 from bench.standin import ADMIN_TOKEN, TOKEN
-from bridge.line_protocol import bin_field_names
+from bridge.codecs.line_protocol import bin_field_names
 
 Kind = Literal["bridge", "floor", "baseline"]
 DB = "eeg"

@@ -1,7 +1,7 @@
 """The LSL inlet shared by the floor and the straightforward pipeline, opened like the bridge opens it.
 
 Same resolve predicate, processing flags, buffer length and numpy destination buffer as
-``bridge.lsl_source``, so the differences the cost table shows come from what happens *after*
+``bridge.sources.lsl``, so the differences the cost table shows come from what happens *after*
 the pull, not from a different way of reading LSL.
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.signal
 
-from bridge.spectrum import to_db
+from bridge.dsp.spectrum import to_db
 
 
 class NaiveStft:

@@ -89,7 +89,7 @@ def encoding(rows: list[dict[str, Any]]) -> list[str]:
 def spectra(rows: list[dict[str, Any]]) -> list[str]:
     out = [
         "## 2. Spectra: channel-seconds of EEG per CPU-second", "",
-        "Same simulated EEG fed in chunks of 20-50 samples to `bridge.spectrum.StftEngine` and to a rolling "
+        "Same simulated EEG fed in chunks of 20-50 samples to `bridge.dsp.spectrum.StftEngine` and to a rolling "
         "buffer + `scipy.signal.spectrogram` on the last nperseg samples per hop (`bench/naive.py`); "
         "CPU = `time.process_time`, median of the repeats. \"arithmetic only\" = detrend + window + rfft + power + dB "
         "per window in scipy's order and nothing else; spectrogram / arithmetic = the best speed-up an implementation "

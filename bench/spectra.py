@@ -21,7 +21,7 @@ import scipy.signal
 from bench.eeg import eeg_block
 from bench.naive import NaiveStft
 from bridge.frame import channel_names
-from bridge.spectrum import StftEngine, StftParams, to_db
+from bridge.dsp.spectrum import StftEngine, StftParams, to_db
 
 CHUNKS = (20, 33, 50, 27, 41)
 TARGET_SPEEDUP = 5.0

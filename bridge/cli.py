@@ -28,17 +28,17 @@ from bridge.config import (
     load_options,
     require_stream_selector,
 )
-from bridge.events import HealthPoints, MarkerFollower, Producer, encode_health
-from bridge.health import HealthServer
-from bridge.lsl_source import build_predicate
-from bridge.logs import StatusReporter, setup_logging
-from bridge.metrics import Metrics
+from bridge.archive.events import HealthPoints, MarkerFollower, Producer, encode_health
+from bridge.observe.health import HealthServer
+from bridge.sources.lsl import build_predicate
+from bridge.observe.logs import StatusReporter, setup_logging
+from bridge.observe.metrics import Metrics
 from bridge.pipeline import EXIT_BAD_INPUT, EXIT_OK, Pipeline
-from bridge.simulator import SimulatorSettings
+from bridge.sources.simulator import SimulatorSettings
 from bridge.sinks.base import Sink
 from bridge.sinks.grafana_live import GrafanaLiveSink
 from bridge.sinks.influxdb import InfluxSink, make_writer
-from bridge.spool import Spool
+from bridge.archive.spool import Spool
 
 log = logging.getLogger("bridge")
 
@@ -134,7 +134,7 @@ def _grafana_token(settings: Settings) -> SecretStr | None:
     if grafana is None or grafana.token is not None:
         return grafana.token if grafana else None
     if grafana.admin_user and grafana.admin_password:
-        from bridge.grafana_token import GrafanaTokenError, obtain_push_token
+        from bridge.sinks.grafana_token import GrafanaTokenError, obtain_push_token
 
         try:
             token = obtain_push_token(
@@ -284,7 +284,7 @@ def cmd_replay(argv: Sequence[str]) -> int:
 
 
 def cmd_simulate(argv: Sequence[str]) -> int:
-    from bridge import simulator
+    from bridge.sources import simulator
 
     args = simulate_parser().parse_args(argv)
     if args.channels < 1 or args.rate <= 0 or args.chunk_ms <= 0:

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from bridge.spectrum import StftParams
-from bridge.windows import get_window
+from bridge.dsp.spectrum import StftParams
+from bridge.dsp.windows import get_window
 
 SECRET_OPTIONS = ("GRAFANA_TOKEN", "GRAFANA_ADMIN_PASSWORD", "INFLUXDB_TOKEN", "INFLUXDB_PASSWORD")
 

@@ -44,6 +44,43 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     return array
 
 
+@dataclass(frozen=True)
+class Band:
+    """A frequency band for band power: ``low_hz`` inclusive, ``high_hz`` exclusive."""
+
+    name: str
+    low_hz: float
+    high_hz: float
+
+
+#: Numbers behind a channel's quality state, in the row order of :attr:`ChannelQuality.values`.
+#: These names are the InfluxDB ``eeg_quality`` field names (docs/data-model.md).
+QUALITY_FIELDS = ("std", "dc_offset", "rail_fraction", "line_noise_db", "hf_ratio_db")
+#: ``ChannelQuality.state`` codes, in order: 0 good, 1 warn, 2 bad.
+QUALITY_STATES = ("good", "warn", "bad")
+#: Bits of ``ChannelQuality.flags``: which checks a channel failed (warn or bad).
+QUALITY_FLAGS = {"flat": 1, "railed": 2, "line_noise": 4, "hf_noise": 8}
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelQuality:
+    """Per-channel signal quality for one frame, computed on the frame's own window.
+
+    ``values`` is float32 ``(len(QUALITY_FIELDS), n_channels)``; a number that cannot be known
+    (time-domain checks on a precomputed stream) is NaN. ``state`` is int8 per channel
+    (index into QUALITY_STATES), ``flags`` a uint8 bit set of QUALITY_FLAGS per channel.
+    """
+
+    state: np.ndarray = field(repr=False)
+    flags: np.ndarray = field(repr=False)
+    values: np.ndarray = field(repr=False)
+
+    def __post_init__(self) -> None:
+        for array in (self.state, self.flags, self.values):
+            if array.flags.writeable:
+                _readonly(array)
+
+
 @dataclass(frozen=True, eq=False)
 class FrameLayout:
     """What stays fixed while a stream keeps its shape; compared by identity."""
@@ -53,6 +90,8 @@ class FrameLayout:
     frequencies: np.ndarray = field(repr=False)
     #: Nominal sampling rate of the source (0 for a precomputed, irregular stream).
     srate: float = 0.0
+    #: Bands whose power frames carry (``SpectrumFrame.band_db``/``band_rel`` rows, in order).
+    bands: tuple[Band, ...] = ()
 
     def __post_init__(self) -> None:
         freqs = np.array(self.frequencies, dtype=np.float64)
@@ -83,6 +122,11 @@ class SpectrumFrame:
     convention as the ``t`` axis of ``scipy.signal.spectrogram``; for precomputed spectra it is
     the sample's own timestamp. ``newest_sample_ns`` is the Unix time of the newest sample that
     went into the frame, so a sink can report true end-to-end latency at the moment it pushes.
+
+    Derived products, computed once by the engine and shared by every sink (``None`` when off,
+    or on frames skipped by decimation): ``band_db`` is float32 ``(n_bands, n_channels)``
+    absolute band power in dB, ``band_rel`` the same shape as a fraction of the power in the
+    union of the bands, ``quality`` the per-channel signal quality.
     """
 
     layout: FrameLayout
@@ -90,6 +134,9 @@ class SpectrumFrame:
     time_ns: int
     newest_sample_ns: int
     power_db: np.ndarray = field(repr=False)
+    band_db: np.ndarray | None = field(default=None, repr=False)
+    band_rel: np.ndarray | None = field(default=None, repr=False)
+    quality: ChannelQuality | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.power_db.shape != self.layout.shape:

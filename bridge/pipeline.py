@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from bridge.config import Settings, SpectrumSettings
-from bridge.events import Producer
+from bridge.archive.events import Producer
 from bridge.frame import SpectrumFrame, channel_names
-from bridge.lsl_source import LslSource, StreamDescription, StreamRejected
-from bridge.metrics import Metrics
+from bridge.sources.lsl import LslSource, StreamDescription, StreamRejected
+from bridge.observe.metrics import Metrics
 from bridge.sinks.base import Sink
-from bridge.spectrum import PrecomputedEngine, SpectrumEngine, StftEngine
+from bridge.dsp.spectrum import PrecomputedEngine, SpectrumEngine, StftEngine
 
 log = logging.getLogger(__name__)
 

@@ -47,13 +47,13 @@ CHANNEL_TAG = "channel"
 BIN_TAG = "frequency_bin"
 POWER_FIELD = "power"
 
-#: The loss ledger (bridge/events.py ``encode_health``): tag ``stream_name`` (the EEG stream),
+#: The loss ledger (bridge/archive/events.py ``encode_health``): tag ``stream_name`` (the EEG stream),
 #: float fields, counters cumulative since the bridge started.
 HEALTH_MEASUREMENT = "bridge_health"
 #: Sinks with per-sink ledger fields ``<sink>_sent``, ``_retries``, ``_dropped``,
 #: ``_queue_depth``, ``_latency_seconds``.
 HEALTH_SINKS = ("grafana", "influxdb")
-#: LSL markers (bridge/events.py ``encode_markers``): tag ``stream_name`` = the MARKER stream's
+#: LSL markers (bridge/archive/events.py ``encode_markers``): tag ``stream_name`` = the MARKER stream's
 #: name (not the EEG stream's, so the annotation does not filter on ``$stream``), string field.
 MARKER_MEASUREMENT = "eeg_markers"
 MARKER_FIELD = "marker"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pylsl
 
-from bridge.events import encode_health, encode_markers
-from bridge.metrics import Metrics
+from bridge.archive.events import encode_health, encode_markers
+from bridge.observe.metrics import Metrics
 from tests.bridge_process import wait_until
 from tests.fixtures_lsl import Player, make_outlet, unique
 from tests.influxdb_server import InfluxDBServer

@@ -1,4 +1,4 @@
-"""bridge.grafana_token against a respx-mocked Grafana HTTP API.
+"""bridge.sinks.grafana_token against a respx-mocked Grafana HTTP API.
 
 The request shapes below follow Grafana's service-account API (``/api/serviceaccounts``); a
 real Grafana cannot run on the build machines.
@@ -13,7 +13,7 @@ import httpx
 import pytest
 import respx
 
-from bridge.grafana_token import GrafanaTokenError, obtain_push_token
+from bridge.sinks.grafana_token import GrafanaTokenError, obtain_push_token
 
 BASE = "http://grafana.test:3000"
 PASSWORD = "s3cret-Pa55"

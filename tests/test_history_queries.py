@@ -2,7 +2,7 @@
 
 The data comes from an independent writer below (plain f-strings following docs/data-model.md),
 not from the bridge, so a shared misunderstanding cannot make both sides agree; a few tests then
-write what the bridge's own encoders produce (bridge/events.py) to show the two agree. The
+write what the bridge's own encoders produce (bridge/archive/events.py) to show the two agree. The
 downsampling recipe is read out of docs/history-and-downsampling.md and run the same way.
 
 Template variables go through tests/history_assertions.py ``grafana_influxql``, a model of
@@ -64,7 +64,7 @@ PAIRS = [(stream, channel) for stream, channels in STREAMS.items() for channel i
 VISIBLE = slice(20, 180)
 INTERVALS = ("10s", "1m")
 
-# The bridge's own points (docs/data-model.md, bridge/events.py), restated here too.
+# The bridge's own points (docs/data-model.md, bridge/archive/events.py), restated here too.
 HEALTH_MEASUREMENT = "bridge_health"
 MARKER_MEASUREMENT = "eeg_markers"
 SINKS = ("grafana", "influxdb")
@@ -669,10 +669,10 @@ def test_drop_rate_of_a_hand_written_counter(influxdb_server: InfluxDBServer, in
 
 
 def test_health_points_from_the_bridge_encoder(influxdb_server: InfluxDBServer, influxdb_database: str) -> None:
-    """What bridge/events.py `encode_health` writes from a real loss ledger feeds the same panels:
+    """What bridge/archive/events.py `encode_health` writes from a real loss ledger feeds the same panels:
     every field the queries read exists, and the drop rate is the ledger's."""
-    from bridge.events import encode_health
-    from bridge.metrics import Metrics
+    from bridge.archive.events import encode_health
+    from bridge.observe.metrics import Metrics
 
     metrics = Metrics()
     sinks = {name: metrics.sink(name) for name in SINKS}
@@ -778,9 +778,9 @@ def test_marker_annotation_query(influxdb_server: InfluxDBServer, influxdb_datab
 
 
 def test_markers_from_the_bridge_encoder(influxdb_server: InfluxDBServer, influxdb_database: str) -> None:
-    """What bridge/events.py `encode_markers` writes comes back through the shipped query unchanged
+    """What bridge/archive/events.py `encode_markers` writes comes back through the shipped query unchanged
     (a newline, which would end the line, becomes a space)."""
-    from bridge.events import encode_markers
+    from bridge.archive.events import encode_markers
 
     first = 1_700_000_000 * 10**9 + 987_654_321
     markers = [(text, first + k) for k, text in enumerate([*MARKER_TEXTS, "two\nlines"])]

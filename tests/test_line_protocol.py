@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import bridge.line_protocol as lp
+import bridge.codecs.line_protocol as lp
 from bridge.frame import FrameLayout, SpectrumFrame
-from bridge.line_protocol import (
+from bridge.codecs.line_protocol import (
     EncodeResult,
     LineProtocolEncoder,
     bin_field_names,

@@ -10,7 +10,7 @@ import pylsl
 import pytest
 
 from bridge.config import LslSettings
-from bridge.lsl_source import Chunk, LslSource, StreamRejected
+from bridge.sources.lsl import Chunk, LslSource, StreamRejected
 from tests.fixtures_lsl import make_outlet, unique
 
 DEADLINE = 30.0

@@ -14,12 +14,12 @@ import pytest
 import scipy.signal
 
 from bridge.config import SpectrumSettings
-from bridge.logs import JsonFormatter
-from bridge.lsl_source import StreamDescription, StreamRejected
+from bridge.observe.logs import JsonFormatter
+from bridge.sources.lsl import StreamDescription, StreamRejected
 from bridge.pipeline import build_engine, select_channels
-from bridge.simulator import SimulatorSettings, channel_labels
-from bridge.simulator import run as run_simulator
-from bridge.spectrum import StftParams
+from bridge.sources.simulator import SimulatorSettings, channel_labels
+from bridge.sources.simulator import run as run_simulator
+from bridge.dsp.spectrum import StftParams
 from tests.bridge_process import wait_until
 from tests.fixtures_lsl import make_outlet, unique
 from tests.influxdb_server import InfluxDBServer

@@ -18,11 +18,11 @@ from tenacity import RetryCallState
 
 from bridge.config import GrafanaSettings, InfluxSettings, TlsSettings
 from bridge.frame import FrameLayout, SpectrumFrame
-from bridge.metrics import Metrics
-from bridge.retry import Backoff, PermanentError, TransientError, classify_status, parse_retry_after
+from bridge.observe.metrics import Metrics
+from bridge.sinks.retry import Backoff, PermanentError, TransientError, classify_status, parse_retry_after
 from bridge.sinks.grafana_live import GrafanaLiveSink
 from bridge.sinks.influxdb import InfluxSink, make_writer
-from bridge.spool import Spool
+from bridge.archive.spool import Spool
 from tests.bridge_process import local_http_server, wait_until
 
 TLS = TlsSettings(ca_bundle=None, insecure=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from bridge.spectrum import EPS, PrecomputedEngine, StftEngine, StftParams
+from bridge.dsp.spectrum import EPS, PrecomputedEngine, StftEngine, StftParams
 
 T0 = 1_700_000_000.0
 
@@ -150,13 +150,13 @@ def test_precomputed_flat_layout_db_and_power() -> None:
 @pytest.mark.parametrize("name", ["hann", "hamming", "blackman", "nuttall", "blackmanharris", "flattop", "boxcar", "bartlett", "rect", "han"])
 @pytest.mark.parametrize("n", [1, 2, 7, 64, 255, 256, 1024])
 def test_windows_are_bit_identical_to_scipy(name: str, n: int) -> None:
-    from bridge.windows import get_window
+    from bridge.dsp.windows import get_window
 
     assert np.array_equal(get_window(name, n), scipy.signal.get_window(name, n))
 
 
 def test_unusual_windows_come_from_scipy_and_unknown_ones_are_refused() -> None:
-    from bridge.windows import get_window
+    from bridge.dsp.windows import get_window
 
     assert np.array_equal(get_window("cosine", 33), scipy.signal.get_window("cosine", 33))
     with pytest.raises(ValueError, match="'hannn' is not a window"):
@@ -166,7 +166,7 @@ def test_unusual_windows_come_from_scipy_and_unknown_ones_are_refused() -> None:
 def test_dc_coupled_offsets_do_not_disturb_the_spectrum() -> None:
     """DC-coupled amplifiers ride on offsets of tens of mV (float32 samples from LSL): the
     detrend must remove them exactly as scipy does, not by a rearrangement that loses bits."""
-    from bridge.simulator import EegSignal, SimulatorSettings
+    from bridge.sources.simulator import EegSignal, SimulatorSettings
 
     rng = np.random.default_rng(17)
     fs, n, channels = 1000.0, 4000, 16

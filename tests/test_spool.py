@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.spool import Spool
+from bridge.archive.spool import Spool
 
 
 def test_oldest_first_and_remove(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from typing import Protocol
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from bridge.frame import SpectrumFrame
-from bridge.metrics import SinkMetrics
-from bridge.retry import Backoff, DeliveryError, PermanentError
+from bridge.observe.metrics import SinkMetrics
+from bridge.sinks.retry import Backoff, DeliveryError, PermanentError
 
 
 class Sink(Protocol):

@@ -22,9 +22,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from bridge.config import GrafanaSettings
 from bridge.frame import SpectrumFrame
-from bridge.line_protocol import LineProtocolEncoder
-from bridge.metrics import SinkMetrics
-from bridge.retry import Backoff, DeliveryError, TransientError, classify_status
+from bridge.codecs.line_protocol import LineProtocolEncoder
+from bridge.observe.metrics import SinkMetrics
+from bridge.sinks.retry import Backoff, DeliveryError, TransientError, classify_status
 from bridge.sinks.base import SinkHealth, delivery_retrying, split_lines
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Two threads, so that a slow or absent server can never stall the recording:
 
 * the *batcher* collects frames (``BATCH_SIZE`` or ``BATCH_INTERVAL_SEC``, whichever first),
-  encodes them and appends the batch to the durable :class:`~bridge.spool.Spool`;
+  encodes them and appends the batch to the durable :class:`~bridge.archive.spool.Spool`;
 * the *uploader* sends the oldest spooled segments and deletes them once the server accepted
   them, retrying transient failures with backoff (honouring ``Retry-After``).
 
@@ -24,13 +24,13 @@ from typing import Protocol
 import httpx
 
 from bridge.config import InfluxSettings
-from bridge.events import EventLines
+from bridge.archive.events import EventLines
 from bridge.frame import SpectrumFrame
-from bridge.line_protocol import LineProtocolEncoder
-from bridge.metrics import Metrics, SinkMetrics
-from bridge.retry import Backoff, DeliveryError, PermanentError, TransientError, classify_status
+from bridge.codecs.line_protocol import LineProtocolEncoder
+from bridge.observe.metrics import Metrics, SinkMetrics
+from bridge.sinks.retry import Backoff, DeliveryError, PermanentError, TransientError, classify_status
 from bridge.sinks.base import SinkHealth, delivery_retrying, split_lines
-from bridge.spool import Segment, Spool
+from bridge.archive.spool import Segment, Spool
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Literal, Protocol, Sequence
 import numpy as np
 
 from bridge.frame import FrameLayout, SpectrumFrame
-from bridge.windows import get_window
+from bridge.dsp.windows import get_window
 
 #: Added to the power before the logarithm so that an all-zero channel gives -300 dB, not -inf.
 EPS = 1e-30

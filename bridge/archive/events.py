@@ -15,8 +15,8 @@ from typing import Callable, Protocol
 
 import pylsl
 
-from bridge.line_protocol import escape_key, escape_measurement
-from bridge.metrics import Metrics
+from bridge.codecs.line_protocol import escape_key, escape_measurement
+from bridge.observe.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

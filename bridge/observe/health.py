@@ -14,7 +14,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
-from bridge.metrics import Metrics
+from bridge.observe.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

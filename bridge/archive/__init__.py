@@ -1,0 +1,1 @@
+"""The durable side of the archive: the on-disk spool and the non-spectrum points (markers, health)."""

@@ -1,0 +1,1 @@
+"""Samples to spectra: the sliding STFT (identical to scipy) and its windows."""

@@ -38,6 +38,7 @@ from bridge.sources.simulator import SimulatorSettings
 from bridge.sinks.base import Sink
 from bridge.sinks.grafana_live import GrafanaLiveSink
 from bridge.sinks.influxdb import InfluxSink, make_writer
+from bridge.sinks.view import PipelineStatus, ViewSink
 from bridge.archive.spool import Spool
 
 log = logging.getLogger("bridge")
@@ -211,7 +212,7 @@ def _health_server(pipeline: Pipeline, metrics: Metrics) -> HealthServer | None:
 
 
 def _producers(settings: Settings, metrics: Metrics, archive: InfluxSink, stop: threading.Event,
-               stream_name: Callable[[], str]) -> list[Producer]:
+               stream_name: Callable[[], str], view: ViewSink | None = None) -> list[Producer]:
     """Health points and markers, which reach the archive beside the spectra."""
     producers: list[Producer] = []
     influx = settings.influxdb
@@ -224,7 +225,8 @@ def _producers(settings: Settings, metrics: Metrics, archive: InfluxSink, stop: 
         ))
     if settings.lsl.marker_name or settings.lsl.marker_type:
         predicate = build_predicate(settings.lsl.marker_name, settings.lsl.marker_type)
-        producers.append(MarkerFollower(predicate, influx.marker_measurement, archive.offer_events, stop))
+        producers.append(MarkerFollower(predicate, influx.marker_measurement, archive.offer_events, stop,
+                                        also=view.add_markers if view is not None else None))
     return producers
 
 
@@ -239,13 +241,18 @@ def cmd_run(argv: Sequence[str]) -> int:
         sinks.append(GrafanaLiveSink(settings.grafana, metrics.sink("grafana"), token=_grafana_token(settings)))
     archive = _influx_sink(settings, metrics)
     sinks.append(archive)
+    view = ViewSink(settings.view, metrics.sink("view")) if settings.view is not None else None
+    if view is not None:
+        sinks.append(view)
     pipeline = Pipeline(settings, metrics, sinks)
+    if view is not None:
+        view.status_source = PipelineStatus(pipeline, metrics)
 
     def stream_name() -> str:
         description = pipeline.source.description
         return description.name if description else (settings.lsl.name or "unknown")
 
-    pipeline.producers = _producers(settings, metrics, archive, pipeline.stop, stream_name)
+    pipeline.producers = _producers(settings, metrics, archive, pipeline.stop, stream_name, view)
     health = _health_server(pipeline, metrics)
     _install_signals(pipeline.stop)
     status = _status_line(pipeline, metrics)

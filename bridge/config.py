@@ -12,6 +12,7 @@ secrets), never from flags, which would show in ``ps``. They are ``SecretStr`` s
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from bridge.dsp.spectrum import StftParams
 from bridge.dsp.windows import get_window
 
-SECRET_OPTIONS = ("GRAFANA_TOKEN", "GRAFANA_ADMIN_PASSWORD", "INFLUXDB_TOKEN", "INFLUXDB_PASSWORD")
+SECRET_OPTIONS = ("GRAFANA_TOKEN", "GRAFANA_ADMIN_PASSWORD", "INFLUXDB_TOKEN", "INFLUXDB_PASSWORD", "VIEW_TOKEN")
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,11 @@ class Options(BaseModel):
     health_write_interval_sec: float = Field(10.0, ge=0, alias="HEALTH_WRITE_INTERVAL_SEC", description="Write the loss ledger to InfluxDB this often (0 = never).")
     spool_dir: str = Field(default_factory=_state_dir, alias="SPOOL_DIR", description="Directory of the durable archive spool.")
     spool_max_bytes: int = Field(1 << 30, ge=1_000_000, alias="SPOOL_MAX_BYTES", description="Spool size limit; beyond it the oldest data is dropped (counted, logged).")
+    # --- live page ------------------------------------------------------------------------------
+    view_port: int | None = Field(None, ge=0, le=65535, alias="VIEW_PORT", description="Serve the live page (spectrograms, overview, markers) on this port; 0 = any free port (off by default).")
+    view_host: str = Field("127.0.0.1", min_length=1, alias="VIEW_HOST", description="Address the live page binds to; anything but loopback requires VIEW_TOKEN.")
+    view_history_sec: float = Field(60.0, ge=0, le=3600, alias="VIEW_HISTORY_SEC", description="Seconds of frames the live page starts with on load or reconnect.")
+    view_token: SecretStr | None = Field(None, alias="VIEW_TOKEN", description="Token the live page asks for once per browser session (required off loopback).")
     # --- transport security ------------------------------------------------------------------
     tls_ca_bundle: str | None = Field(None, alias="TLS_CA_BUNDLE", description="CA bundle file for HTTPS to Grafana and InfluxDB.")
     tls_insecure: bool = Field(False, alias="TLS_INSECURE", description="Disable TLS certificate verification (unsafe; logged as a warning).")
@@ -143,7 +149,24 @@ class Options(BaseModel):
             raise ValueError(f"TLS_CA_BUNDLE '{self.tls_ca_bundle}' is not a readable file")
         if self.precomputed_frequencies:
             parse_frequencies(self.precomputed_frequencies)
+        if self.view_port is not None and not is_loopback(self.view_host) and not (
+            self.view_token and self.view_token.get_secret_value()
+        ):
+            raise ValueError(
+                f"VIEW_HOST {self.view_host} is reachable from other machines: set VIEW_TOKEN (or VIEW_TOKEN_FILE) "
+                "so that only people with the token can watch, or bind the page to 127.0.0.1"
+            )
         return self
+
+
+def is_loopback(host: str) -> bool:
+    """Only these addresses keep the page on this machine; a name other than localhost may not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def require_stream_selector(options: Options) -> None:
@@ -266,6 +289,14 @@ class ObservabilitySettings:
 
 
 @dataclass(frozen=True)
+class ViewSettings:
+    port: int
+    host: str
+    history_sec: float
+    token: SecretStr | None
+
+
+@dataclass(frozen=True)
 class Settings:
     lsl: LslSettings
     spectrum: SpectrumSettings
@@ -274,6 +305,7 @@ class Settings:
     spool: SpoolSettings
     observability: ObservabilitySettings
     shutdown_timeout_sec: float
+    view: ViewSettings | None = None
 
 
 def _read_secret_files(env: Mapping[str, str]) -> dict[str, str]:
@@ -405,4 +437,10 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
             status_interval_sec=options.status_interval_sec,
         ),
         shutdown_timeout_sec=options.shutdown_timeout_sec,
+        view=None if options.view_port is None else ViewSettings(
+            port=options.view_port,
+            host=options.view_host.strip(),
+            history_sec=options.view_history_sec,
+            token=options.view_token if options.view_token and options.view_token.get_secret_value() else None,
+        ),
     )

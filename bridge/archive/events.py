@@ -113,12 +113,15 @@ class MarkerFollower(_DaemonThread):
         measurement: str,
         emit: Callable[[EventLines], None],
         stop: threading.Event,
+        also: Callable[[list[tuple[str, int]]], None] | None = None,
     ) -> None:
         super().__init__("markers")
         self._predicate = predicate
         self._measurement = measurement
         self._emit = emit
         self._stop = stop
+        #: Optional second receiver of the (text, Unix ns) markers, e.g. the live page.
+        self._also = also
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -144,4 +147,6 @@ class MarkerFollower(_DaemonThread):
             if stamps:
                 markers = [("|".join(sample), int(round((ts + offset) * 1e9))) for sample, ts in zip(samples, stamps)]
                 self._emit(encode_markers(self._measurement, stream, markers))
+                if self._also is not None:
+                    self._also(markers)
         inlet.close_stream()

@@ -225,7 +225,7 @@ def _producers(settings: Settings, metrics: Metrics, archive: InfluxSink, stop: 
         ))
     if settings.lsl.marker_name or settings.lsl.marker_type:
         predicate = build_predicate(settings.lsl.marker_name, settings.lsl.marker_type)
-        producers.append(MarkerFollower(predicate, influx.marker_measurement, archive.offer_events, stop,
+        producers.append(MarkerFollower(predicate, influx.marker_measurement, archive.offer_events, stop, metrics,
                                         also=view.add_markers if view is not None else None))
     return producers
 

@@ -147,10 +147,11 @@ class FaultProxy:
                 pass
 
             def _handle(self) -> None:
-                arrived = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                mode, retry_after, stall = proxy.mode, proxy.retry_after, proxy.stall_sec
+                with proxy._lock:  # the mode and the arrival time together: set_mode() is ordered with it
+                    arrived = time.monotonic()
+                    mode, retry_after, stall = proxy.mode, proxy.retry_after, proxy.stall_sec
                 status: int | None = None
                 try:
                     if mode == "unavailable":
@@ -198,14 +199,21 @@ class FaultProxy:
         return self
 
     def set_mode(self, mode: ProxyMode, *, retry_after: str = "2", stall_sec: float = 0.0) -> float:
-        """Switch the fault; returns time.monotonic() of the switch."""
-        self.retry_after, self.stall_sec = retry_after, stall_sec
-        self.mode = mode
-        return time.monotonic()
-
-    def requests(self, path: str = "/write", since: float = 0.0, until: float = float("inf")) -> list[ProxyRequest]:
+        """Switch the fault; returns time.monotonic() of the switch. A request that arrived
+        before it was served in the old mode, one that arrived at or after it in the new one."""
         with self._lock:
-            return [r for r in self._records if r.path == path and since <= r.at < until]
+            self.retry_after, self.stall_sec = retry_after, stall_sec
+            self.mode = mode
+            return time.monotonic()
+
+    def requests(self, path: str = "/write", since: float = 0.0, until: float = float("inf"),
+                 mode: ProxyMode | None = None) -> list[ProxyRequest]:
+        """Requests that arrived in [since, until) (and were served in ``mode``), as far as they
+        are answered: one still in flight (stalled, or its answer being written) is recorded only
+        when it ends, so read this after the client has moved on (e.g. once its spool is empty)."""
+        with self._lock:
+            return [r for r in self._records
+                    if r.path == path and since <= r.at < until and (mode is None or r.mode == mode)]
 
     def close(self) -> None:
         self._closing.set()

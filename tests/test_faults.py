@@ -316,21 +316,23 @@ def test_influxdb_503_retry_after_and_slow_answers_are_obeyed_and_lose_nothing(
     start = fault_proxy.set_mode("unavailable", retry_after="2")
     time.sleep(PHASE_SEC)  # a fault phase of PHASE_SEC, not synchronisation
     end = fault_proxy.set_mode("pass")
-    unavailable = [r for r in fault_proxy.requests(since=start, until=end) if r.status == 503]
+    backlog = wait_ledger(port, lambda l: l.spool_frames == 0, process)
+    # read after the backlog is gone: every 503 has been answered (and recorded) by then
+    unavailable = fault_proxy.requests(since=start, until=end, mode="unavailable")
+    assert {r.status for r in unavailable} == {503}
     gaps_503 = np.diff([r.at for r in unavailable])
     assert len(unavailable) >= 2
     assert len(unavailable) <= PHASE_SEC / 2 + 1
     assert gaps_503.min() >= 1.95  # Retry-After honoured on every attempt
-    backlog = wait_ledger(port, lambda l: l.spool_frames == 0, process)
     assert backlog.retries("influxdb") - before.retries("influxdb") == len(unavailable)
 
     # slower than INFLUXDB_TIMEOUT_SEC: each attempt times out; the write lands late anyway
     start = fault_proxy.set_mode("stall", stall_sec=4.0)
     time.sleep(PHASE_SEC)
     end = fault_proxy.set_mode("pass")
-    stalled = fault_proxy.requests(since=start, until=end)
-    assert 2 <= len(stalled) <= PHASE_SEC / 2 + 1  # >= 2 s (the timeout) per attempt, plus backoff
     wait_ledger(port, lambda l: l.spool_frames == 0, process)
+    stalled = fault_proxy.requests(since=start, until=end, mode="stall")  # all ended by now
+    assert 2 <= len(stalled) <= PHASE_SEC / 2 + 1  # >= 2 s (the timeout) per attempt, plus backoff
 
     # slow but within the timeout: uploads keep up by sending several segments per request
     start = fault_proxy.set_mode("stall", stall_sec=1.5)

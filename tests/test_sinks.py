@@ -56,6 +56,12 @@ def expected_grafana_body(seq: int) -> bytes:
             f"Oz 000.00=0.000,002.00=4.125,010.50=-0.500 {ts}\n").encode()
 
 
+def lines_of(bodies: list[bytes]) -> list[bytes]:
+    """Every line the server received, in order, however the sink grouped them into requests
+    (the uploader joins whatever segments are pending, so the grouping depends on timing)."""
+    return [line + b"\n" for body in bodies for line in body.splitlines()]
+
+
 def expected_influx_lines(seq: int) -> list[bytes]:
     ts = T + seq * 500_000_000
     return [
@@ -153,51 +159,65 @@ def test_influx_v1_request_shape(spool: Spool) -> None:
     try:
         sink.offer(frame(0))
         sink.offer(frame(1))
-        wait_until(lambda: route.call_count == 1 and spool.empty, 30)
+        wait_until(lambda: metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 2 and spool.empty, 30)
     finally:
         sink.close(5)
-    request = route.calls[0].request
-    assert dict(request.url.params) == {"db": "eeg", "rp": "raw", "precision": "ns"}
-    assert request.headers["Authorization"] == "Basic " + base64.b64encode(b"writer:pw").decode()
-    assert request.content == b"".join(expected_influx_lines(0) + expected_influx_lines(1))
+    requests = [call.request for call in route.calls]
+    assert {tuple(sorted(r.url.params.items())) for r in requests} == {(("db", "eeg"), ("precision", "ns"), ("rp", "raw"))}
+    assert {r.headers["Authorization"] for r in requests} == {"Basic " + base64.b64encode(b"writer:pw").decode()}
+    assert lines_of([r.content for r in requests]) == expected_influx_lines(0) + expected_influx_lines(1)
     assert metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 2
 
 
 @respx.mock
 def test_influx_transient_errors_resend_the_same_batch(spool: Spool) -> None:
-    route = respx.post("http://influx.test/write").mock(
-        side_effect=[httpx.ConnectError("refused"), httpx.Response(503, headers={"Retry-After": "0"}), httpx.Response(204)]
-    )
-    sink, metrics = start_influx(influx_settings(), spool)
+    answers = iter([httpx.ConnectError("refused"), httpx.Response(503, headers={"Retry-After": "0"})])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        reply = next(answers, httpx.Response(204))
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    route = respx.post("http://influx.test/write").mock(side_effect=answer)
+    sink, metrics = start_influx(influx_settings(batch_interval_sec=30.0), spool)  # one batch, by size
     try:
         sink.offer(frame(0))
         sink.offer(frame(1))
-        wait_until(lambda: route.call_count == 3 and spool.empty, 60)
+        wait_until(lambda: metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 2 and spool.empty, 60)
     finally:
         sink.close(5)
-    assert len({call.request.content for call in route.calls}) == 1
+    bodies = [call.request.content for call in route.calls]
+    batch = b"".join(expected_influx_lines(0) + expected_influx_lines(1))
+    assert bodies == [batch] * 3  # the failed body, re-sent as it was until accepted
     assert metrics.value("eeg_bridge_sink_retries_total", sink="influxdb") == 2
     assert metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 2
 
 
 @respx.mock
 def test_influx_400_quarantines_and_moves_on(spool: Spool) -> None:
-    route = respx.post("http://influx.test/write").mock(
-        side_effect=[
-            httpx.Response(400, headers={"X-Influxdb-Error": 'partial write: field type conflict'}, json={"error": "x"}),
-            httpx.Response(204),
-        ]
-    )
-    sink, metrics = start_influx(influx_settings(), spool)
+    bad = expected_influx_lines(0)[0]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        """Like a field type conflict: any body holding frame 0's first line is refused whole."""
+        if bad in request.content:
+            return httpx.Response(400, headers={"X-Influxdb-Error": "partial write: field type conflict"}, json={"error": "x"})
+        return httpx.Response(204)
+
+    route = respx.post("http://influx.test/write").mock(side_effect=answer)
+    sink, metrics = start_influx(influx_settings(batch_interval_sec=30.0), spool)  # batches of 2, by size
     try:
         sink.offer(frame(0))
         sink.offer(frame(1))
-        wait_until(lambda: route.call_count == 1 and spool.empty, 30)
+        wait_until(lambda: metrics.value("eeg_bridge_sink_frames_dropped_total", sink="influxdb", reason="rejected") == 2
+                   and spool.empty, 30)
         sink.offer(frame(2))
         sink.offer(frame(3))
-        wait_until(lambda: route.call_count == 2 and spool.empty, 30)
+        wait_until(lambda: metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 2 and spool.empty, 30)
     finally:
         sink.close(5)
+    accepted = [c.request.content for c in route.calls if bad not in c.request.content]
+    assert lines_of(accepted) == expected_influx_lines(2) + expected_influx_lines(3)
     quarantined = list(spool.quarantine_dir.glob("*.lp"))
     assert len(quarantined) == 1
     assert quarantined[0].read_bytes() == b"".join(expected_influx_lines(0) + expected_influx_lines(1))
@@ -211,7 +231,7 @@ def test_influx_404_keeps_data_and_says_how_to_create_the_database(spool: Spool)
     route = respx.post("http://influx.test/write").mock(
         return_value=httpx.Response(404, json={"error": 'database not found: "eeg"'})
     )
-    sink, _ = start_influx(influx_settings(), spool)
+    sink, _ = start_influx(influx_settings(batch_interval_sec=30.0), spool)  # one batch, by size
     try:
         sink.offer(frame(0))
         sink.offer(frame(1))
@@ -249,7 +269,7 @@ def test_a_sink_that_is_down_does_not_hold_up_the_other(spool: Spool) -> None:
     influx_route = respx.post("http://influx.test/write").mock(return_value=httpx.Response(204))
     metrics = Metrics()
     grafana = GrafanaLiveSink(grafana_settings(), metrics.sink("grafana"), token=None)
-    batch_by_size = influx_settings(batch_interval_sec=30.0)  # 10 frames -> exactly 5 writes
+    batch_by_size = influx_settings(batch_interval_sec=30.0)
     influx = InfluxSink(batch_by_size, metrics, spool, writer=make_writer(batch_by_size))
     grafana.start()
     influx.start()
@@ -262,7 +282,8 @@ def test_a_sink_that_is_down_does_not_hold_up_the_other(spool: Spool) -> None:
     finally:
         grafana.close(5)
         influx.close(5)
-    assert influx_route.call_count == 5
+    delivered = lines_of([call.request.content for call in influx_route.calls])
+    assert delivered == [line for seq in range(10) for line in expected_influx_lines(seq)]
     assert metrics.value("eeg_bridge_sink_frames_sent_total", sink="grafana") == 0
 
 
@@ -295,11 +316,13 @@ def test_influx_v2_goes_through_influxdb_client(spool: Spool, v2_server: str) ->
         wait_until(lambda: metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 2, 30)
     finally:
         sink.close(5)
-    (path, headers, body) = _Recorder.requests[0]
-    assert path.startswith("/api/v2/write?")
-    assert set(path.split("?", 1)[1].split("&")) == {"org=lab", "bucket=neuroscience", "precision=ns"}
-    assert headers["Authorization"] == "Token tok-123"
-    assert body == b"".join(expected_influx_lines(0) + expected_influx_lines(1))
+    requests = list(_Recorder.requests)
+    assert {path.split("?", 1)[0] for path, _, _ in requests} == {"/api/v2/write"}
+    assert {frozenset(path.split("?", 1)[1].split("&")) for path, _, _ in requests} == {
+        frozenset({"org=lab", "bucket=neuroscience", "precision=ns"})
+    }
+    assert {headers["Authorization"] for _, headers, _ in requests} == {"Token tok-123"}
+    assert lines_of([body for _, _, body in requests]) == expected_influx_lines(0) + expected_influx_lines(1)
 
 
 # ---- the retry policy itself ---------------------------------------------------------------------

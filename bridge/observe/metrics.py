@@ -96,6 +96,18 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.events_dropped = Counter(
+            "eeg_bridge_events_dropped",
+            "Marker or health points that could not be archived, by kind (marker, health).",
+            ["kind"],
+            registry=r,
+        )
+        self.marker_unwatched_seconds = Counter(
+            "eeg_bridge_marker_unwatched_seconds",
+            "Seconds the marker stream existed (or was lost) before its inlet opened: markers "
+            "pushed then cannot be received.",
+            registry=r,
+        )
         self.spool_bytes = Gauge("eeg_bridge_spool_bytes", "Bytes waiting in the archive spool.", registry=r)
         self.spool_frames = Gauge("eeg_bridge_spool_frames", "Frames waiting in the archive spool.", registry=r)
         self._sinks: dict[str, SinkMetrics] = {}

@@ -214,7 +214,8 @@ class InfluxSink:
         try:
             self._inbox.put_nowait(events)
         except queue.Full:
-            log.error("influxdb: the archive inbox is full; %d event points dropped", events.points)
+            self._events_lost([events])
+            log.error("influxdb: the archive inbox is full; %d %s points dropped", events.points, events.kind)
 
     def queue_depth(self) -> int:
         return self._inbox.qsize() + self.spool.pending_frames
@@ -290,10 +291,16 @@ class InfluxSink:
             self._update_spool_gauges()
         except OSError as exc:
             self.metrics.drop("failed", len(frames))
+            self._events_lost(events)
             log.error("influxdb: cannot write %d frames to the spool at %s: %s", len(frames), self.spool.directory, exc)
         except Exception:  # noqa: BLE001 - a bad batch must not stop the archive
             self.metrics.drop("failed", len(frames))
+            self._events_lost(events)
             log.exception("influxdb: could not encode a batch of %d frames; dropped", len(frames))
+
+    def _events_lost(self, events: list[EventLines]) -> None:
+        for item in events:
+            self.ledger.events_dropped.labels(item.kind).inc(item.points)
 
     def _update_spool_gauges(self) -> None:
         self.ledger.spool_bytes.set(self.spool.pending_bytes)

@@ -130,22 +130,40 @@ def _install_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _grafana_token(settings: Settings) -> SecretStr | None:
+def _mint_grafana_token(settings: Settings) -> SecretStr | None:
+    """A fresh token of the bridge's own service account (role by push mode), or None (logged)."""
     grafana = settings.grafana
-    if grafana is None or grafana.token is not None:
-        return grafana.token if grafana else None
-    if grafana.admin_user and grafana.admin_password:
-        from bridge.sinks.grafana_token import GrafanaTokenError, obtain_push_token
+    if grafana is None or not (grafana.admin_user and grafana.admin_password):
+        return None
+    from bridge.sinks.grafana_token import GrafanaTokenError, obtain_push_token, push_role
 
-        try:
-            token = obtain_push_token(
-                grafana.url, grafana.admin_user, grafana.admin_password.get_secret_value(), role="Admin"
-            )
-            log.info("grafana: using the bridge's own service-account token")
-            return SecretStr(token)
-        except GrafanaTokenError as exc:
-            log.error("grafana: could not create a push token: %s", exc)
-    return None
+    try:
+        token = obtain_push_token(
+            grafana.url,
+            grafana.admin_user,
+            grafana.admin_password.get_secret_value(),
+            role=push_role(grafana.push),
+            bridge_id=grafana.stream_id,
+            seconds_to_live=grafana.token_ttl_sec,
+            verify=grafana.tls.context(),
+        )
+    except GrafanaTokenError as exc:
+        log.error("grafana: could not create a push token: %s", exc)
+        return None
+    log.info("grafana: using the bridge's own %s service-account token", push_role(grafana.push))
+    return SecretStr(token)
+
+
+def _grafana_sink(settings: Settings, metrics: Metrics) -> GrafanaLiveSink:
+    grafana = settings.grafana
+    assert grafana is not None
+    if grafana.token is not None:
+        return GrafanaLiveSink(grafana, metrics.sink("grafana"), token=grafana.token)
+    # A minted token expires (GRAFANA_MINTED_TOKEN_TTL_SEC): the sink asks for a new one on 401.
+    return GrafanaLiveSink(
+        grafana, metrics.sink("grafana"), token=_mint_grafana_token(settings),
+        renew=(lambda: _mint_grafana_token(settings)) if grafana.admin_user and grafana.admin_password else None,
+    )
 
 
 def _influx_sink(settings: Settings, metrics: Metrics) -> InfluxSink:
@@ -238,7 +256,7 @@ def cmd_run(argv: Sequence[str]) -> int:
     metrics = Metrics()
     sinks: list[Sink] = []
     if settings.grafana is not None:
-        sinks.append(GrafanaLiveSink(settings.grafana, metrics.sink("grafana"), token=_grafana_token(settings)))
+        sinks.append(_grafana_sink(settings, metrics))
     archive = _influx_sink(settings, metrics)
     sinks.append(archive)
     view = ViewSink(settings.view, metrics.sink("view")) if settings.view is not None else None

@@ -67,6 +67,7 @@ class Options(BaseModel):
     grafana_push: Literal["http", "ws"] = Field("http", alias="GRAFANA_PUSH", description="http: one POST per frame; ws: one WebSocket message per frame (needs Admin).")
     grafana_admin_user: str | None = Field(None, alias="GRAFANA_ADMIN_USER", description="With GRAFANA_ADMIN_PASSWORD and no token: create the bridge's own service-account token at start.")
     grafana_admin_password: SecretStr | None = Field(None, alias="GRAFANA_ADMIN_PASSWORD", description="Grafana admin password (see GRAFANA_ADMIN_USER).")
+    grafana_minted_token_ttl_sec: int = Field(2592000, ge=60, alias="GRAFANA_MINTED_TOKEN_TTL_SEC", description="Lifetime of a token the bridge mints from the admin login (renewed on 401; earlier ones deleted).")
     grafana_timeout_sec: float = Field(1.0, gt=0, alias="GRAFANA_TIMEOUT_SEC", description="Per-push timeout; live frames older than this are worthless anyway.")
     grafana_queue_frames: int = Field(4, ge=1, alias="GRAFANA_QUEUE_FRAMES", description="Live queue length; when full the oldest frame is dropped (counted).")
     # --- InfluxDB ---------------------------------------------------------------------------
@@ -243,6 +244,7 @@ class GrafanaSettings:
     timeout_sec: float
     queue_frames: int
     tls: TlsSettings
+    token_ttl_sec: int = 2592000
 
 
 @dataclass(frozen=True)
@@ -381,6 +383,7 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
             timeout_sec=options.grafana_timeout_sec,
             queue_frames=options.grafana_queue_frames,
             tls=tls,
+            token_ttl_sec=options.grafana_minted_token_ttl_sec,
         )
     return Settings(
         lsl=LslSettings(

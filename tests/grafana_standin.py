@@ -5,6 +5,16 @@ Grafana's own source (pkg/services/live: pushhttp, pushws, pushurl, telemetry/te
 grafana-plugin-sdk-go live/data) and influxdata/line-protocol v1, the parser Grafana uses for push
 bodies. Comments mark those spots "Grafana:"; choices the stand-in had to make are marked "Stand-in:".
 
+Besides Live push it models, each citing the Grafana source it follows: the service-account API
+(pkg/services/serviceaccounts: status codes and errutil bodies, organisation-wide token names,
+expiry), the dashboard API the bridge uses to keep the live dashboard's channel list current
+(pkg/api/dashboard.go, pkg/services/dashboards/errors.go), and a browser opening a dashboard:
+variables resolved before panels repeat (a query variable whose datasource fails leaves its repeated
+panels out), Centrifuge's 128 subscriptions per client (centrifugal/centrifuge Config
+ClientChannelLimit, "Zero value means 128"; Grafana leaves it at zero), and the per-channel
+StreamingDataFrame buffer (packages/grafana-data/src/dataframe/StreamingDataFrame.ts: millisecond
+times, trimmed to maxLength rows and to maxDelta ms).
+
 One asyncio loop in a background thread serves HTTP and WebSocket on one port, like Grafana. Tests
 read everything through thread-safe accessors and wait on conditions with `wait_for`, never on sleeps.
 
@@ -25,6 +35,7 @@ import logging
 import math
 import operator
 import re
+import secrets
 import signal
 import socket
 import struct
@@ -230,10 +241,19 @@ class Field(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class BrowserRow:
-    """One buffered row in the simulated browser: the time plus every other column by `Field.key`."""
+    """One buffered row in the simulated browser: the time plus every other column by `Field.key`.
+
+    `time_ms` is what the browser works with: Grafana sends times as epoch milliseconds and the
+    sub-millisecond rest in a separate `nanos` array that StreamingDataFrame ignores, so two rows
+    less than 1 ms apart have the same time in every panel. `time_ns` is kept for tests.
+    """
 
     time_ns: int
     values: Mapping[str, Value]
+
+    @property
+    def time_ms(self) -> int:
+        return self.time_ns // 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -445,17 +465,253 @@ class SchemaMismatch:
 
 
 class _BrowserBuffer:
-    """The browser's per-channel buffer: rows of every push, oldest dropped beyond its length."""
+    """The browser's per-channel buffer (StreamingDataFrame): rows of every push, then trimmed.
 
-    def __init__(self, max_rows: int) -> None:
-        self.rows: collections.deque[BrowserRow] = collections.deque(maxlen=max_rows)
+    Grafana (StreamingDataFrame.ts circPush): after appending, keep the last `maxLength` rows, then,
+    if the time span (ms) of what is left exceeds `maxDelta`, cut at the row closest to
+    `newest - maxDelta` (closestIdx, ties to the older row). maxLength is the panel's Max data points,
+    maxDelta the dashboard's time span when its range ends at now. A new schema wipes the rows.
+    """
+
+    def __init__(self, max_rows: int, max_delta_ms: float = math.inf) -> None:
+        self.rows: list[BrowserRow] = []
+        self.max_rows = max_rows
+        self.max_delta_ms = max_delta_ms
         self.schema: Schema | None = None
 
     def receive(self, frame: LiveFrame) -> None:
         if frame.schema != self.schema:
             self.rows.clear()
             self.schema = frame.schema
-        self.rows.extend(frame.rows())
+        rows = self.rows + frame.rows()
+        cut = max(0, len(rows) - self.max_rows)
+        if self.max_delta_ms != math.inf and rows:
+            times = [r.time_ms for r in rows]
+            if times[-1] - times[cut] > self.max_delta_ms:
+                cut = _closest_index(times[-1] - self.max_delta_ms, times, cut)
+        self.rows = rows[cut:]
+
+
+def _closest_index(target: float, times: Sequence[int], lo: int) -> int:
+    """Grafana's closestIdx: binary search from `lo`, the lower index when equally close."""
+    hi = len(times) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if times[mid] < target:
+            lo = mid
+        else:
+            hi = mid
+    return lo if target - times[lo] <= times[hi] - target else hi
+
+
+# ---------------------------------------------------------------------------------------------------
+# Service accounts and dashboards (the HTTP API the bridge calls with an admin login or its token)
+# ---------------------------------------------------------------------------------------------------
+
+#: Grafana: errutil public errors of pkg/services/serviceaccounts/models.go, all 400 (BadRequest or
+#: ValidationFailed), body {"message", "messageId", "statusCode"}.
+SA_ACCOUNT_EXISTS = ("serviceaccounts.ErrAlreadyExists", "service account already exists")
+SA_TOKEN_EXISTS = (
+    "serviceaccounts.ErrTokenAlreadyExists",
+    "service account token with given name already exists in the organization",
+)
+SA_INVALID_TTL = ("serviceaccounts.ErrInvalidInput", "invalid SecondsToLive value")
+SA_NOT_FOUND = ("serviceaccounts.ErrNotFound", "service account not found")
+#: centrifugal/centrifuge Config.ClientChannelLimit: "Zero value means 128"; Grafana does not set it.
+CLIENT_CHANNEL_LIMIT = 128
+
+
+def _errutil(status: int, ident: tuple[str, str]) -> _Reply:
+    message_id, message = ident
+    return _json_reply(status, {"message": message, "messageId": message_id, "statusCode": status}, message_id)
+
+
+@dataclasses.dataclass
+class _SaToken:
+    id: int
+    name: str
+    key: str
+    created_s: float
+    expires_s: float | None  # Grafana: secondsToLive 0 means no expiry
+
+    def expired(self, now: float) -> bool:
+        return self.expires_s is not None and self.expires_s <= now
+
+    def dto(self, now: float) -> dict[str, object]:
+        # Grafana (serviceaccounts/api/token.go TokenDTO).
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created": _iso(self.created_s),
+            "expiration": None if self.expires_s is None else _iso(self.expires_s),
+            "secondsUntilExpiration": 0 if self.expires_s is None else max(0.0, self.expires_s - now),
+            "hasExpired": self.expired(now),
+        }
+
+
+@dataclasses.dataclass
+class _ServiceAccount:
+    id: int
+    name: str
+    role: Role
+    disabled: bool
+    tokens: dict[int, _SaToken] = dataclasses.field(default_factory=dict)
+
+    def dto(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "login": f"sa-{self.name}",
+            "orgId": 1,
+            "isDisabled": self.disabled,
+            "role": self.role,
+            "tokens": len(self.tokens),
+            "avatarUrl": "",
+        }
+
+
+@dataclasses.dataclass
+class _StoredDashboard:
+    id: int
+    board: dict[str, object]
+    version: int
+    provisioned: bool
+    allow_ui_updates: bool
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+@dataclasses.dataclass(frozen=True)
+class PanelView:
+    """One panel instance as a browser shows it.
+
+    `channels` are the Live channels it subscribes to; `refused` those Centrifuge refused
+    (ErrorLimitExceeded past the client's 128th channel): such a panel stays empty.
+    """
+
+    title: str
+    datasource_uid: str
+    channels: tuple[str, ...]
+    refused: tuple[str, ...]
+    max_data_points: int | None
+
+    @property
+    def live(self) -> bool:
+        return self.datasource_uid == "grafana"
+
+    @property
+    def shows_data(self) -> bool:
+        return not self.refused
+
+
+@dataclasses.dataclass(frozen=True)
+class DashboardView:
+    """What a browser opening a dashboard renders: variables as resolved, then every panel instance."""
+
+    variables: Mapping[str, tuple[str, ...]]
+    panels: tuple[PanelView, ...]
+
+    def live_panels(self) -> list[PanelView]:
+        return [p for p in self.panels if p.live]
+
+    def subscriptions(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for panel in self.panels:
+            for channel in panel.channels:
+                seen.setdefault(channel)
+        return list(seen)
+
+
+QueryVariableSource = Callable[[Mapping[str, object]], "Sequence[str] | None"]
+
+
+def _custom_values(query: str) -> list[str]:
+    """Grafana custom variable: comma-separated values (`text : value` pairs keep the value)."""
+    values = []
+    for part in re.split(r"(?<!\\),", query):
+        part = part.strip()
+        if not part:
+            continue
+        values.append(part.split(" : ", 1)[1] if " : " in part else part)
+    return values
+
+
+def _interpolate(text: str, values: Mapping[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", lambda m: values.get(m[1] or m[2], m[0]), text)
+
+
+def render_dashboard(
+    board: Mapping[str, object],
+    *,
+    query_variable: QueryVariableSource | None = None,
+    channel_limit: int = CLIENT_CHANNEL_LIMIT,
+) -> DashboardView:
+    """Resolve a dashboard's variables and lay out its panels the way Grafana's frontend does.
+
+    Grafana (scenes variables + dashboard repeats): variables resolve before panels; a custom or
+    textbox variable needs no datasource; a query variable asks its datasource (`query_variable`
+    answers, None meaning the datasource failed), and one with no values leaves every row or panel
+    repeated over it out. A multi-value variable's current "$__all" selects every option. Live panels
+    subscribe in panel order; Centrifuge refuses every channel past `channel_limit` distinct ones.
+    """
+    resolved: dict[str, tuple[str, ...]] = {}
+    templating = board.get("templating", {})
+    for variable in templating.get("list", []):  # type: ignore[union-attr]
+        kind, name = variable.get("type"), variable["name"]
+        if kind == "custom":
+            options = _custom_values(str(variable.get("query", "")))
+        elif kind in ("textbox", "constant"):
+            options = [str(variable.get("query", ""))]
+        elif kind == "query":
+            answer = query_variable(variable) if query_variable is not None else None
+            options = list(answer or [])
+        else:
+            options = []
+        current = (variable.get("current") or {}).get("value", [])
+        current_list = [current] if isinstance(current, str) else list(current)
+        if "$__all" in current_list or (not current_list and kind == "query"):
+            chosen = options if variable.get("includeAll") or kind == "query" else options[:1]
+        else:
+            chosen = [v for v in current_list if v in options] if kind == "custom" else current_list
+            if kind == "query":
+                chosen = [v for v in chosen if v in options]
+        resolved[name] = tuple(chosen)
+
+    instances: list[tuple[Mapping[str, object], dict[str, str]]] = []
+    row_repeat: str | None = None
+    for panel in board.get("panels", []):  # type: ignore[union-attr]
+        if panel.get("type") == "row":
+            row_repeat = panel.get("repeat")
+            continue
+        repeats = [r for r in (row_repeat, panel.get("repeat")) if r]
+        scopes: list[dict[str, str]] = [{k: v[0] for k, v in resolved.items() if len(v) == 1}]
+        for var in repeats:
+            scopes = [{**scope, var: value} for scope in scopes for value in resolved.get(var, ())]
+        instances.extend((panel, scope) for scope in scopes)
+
+    subscribed: dict[str, bool] = {}
+    views = []
+    for panel, scope in instances:
+        uid = str((panel.get("datasource") or {}).get("uid", ""))
+        channels: list[str] = []
+        if uid == "grafana":
+            for target in panel.get("targets", []):  # type: ignore[union-attr]
+                channel = _interpolate(str(target.get("channel", "")), scope)
+                channels.append(channel)
+                if channel not in subscribed:
+                    subscribed[channel] = sum(subscribed.values()) < channel_limit
+        views.append(
+            PanelView(
+                _interpolate(str(panel.get("title", "")), scope),
+                uid,
+                tuple(channels),
+                tuple(c for c in channels if not subscribed[c]),
+                panel.get("maxDataPoints"),  # type: ignore[arg-type]
+            )
+        )
+    return DashboardView(resolved, tuple(views))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -628,6 +884,9 @@ class GrafanaLiveStandIn:
     ws_ping_interval / ws_pong_timeout: Grafana pings every 25 s and drops a connection whose last
     pong (or opening) is older than interval * 10 / 9 (~28 s); shorten both in tests.
     browser_max_rows: the browser buffer length per channel (panel Max data points).
+    browser_max_delta_ms: the browser buffer's time span (the dashboard's range ending at now).
+    sa_search_rendezvous: hold service-account searches until this many have arrived, so that
+    bridges starting together all miss the account and race to create it (0: no hold).
     history_limit: how many requests, messages, frames per channel and mismatches are kept.
     """
 
@@ -643,6 +902,8 @@ class GrafanaLiveStandIn:
         ws_pong_timeout: float | None = None,
         ws_max_message_size: int = 1 << 20,
         browser_max_rows: int = 1000,
+        browser_max_delta_ms: float = math.inf,
+        sa_search_rendezvous: int = 0,
         history_limit: int = 10_000,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -655,6 +916,16 @@ class GrafanaLiveStandIn:
         self._pong_timeout = ws_pong_timeout if ws_pong_timeout is not None else ws_ping_interval * 10 / 9
         self._max_message_size = ws_max_message_size
         self._browser_max_rows = browser_max_rows
+        self._browser_max_delta_ms = browser_max_delta_ms
+        self._sa_rendezvous_size = sa_search_rendezvous
+        self._sa_rendezvous_arrived = 0
+        self._sa_rendezvous_open: asyncio.Event | None = None
+        # Service accounts and dashboards (guarded by _cond like the rest).
+        self._accounts: dict[int, _ServiceAccount] = {}
+        self._account_ids = itertools.count(1)
+        self._sa_token_ids = itertools.count(1)
+        self._dashboards: dict[str, _StoredDashboard] = {}
+        self._dashboard_ids = itertools.count(1)
         self._host = host
         self._port = port
 
@@ -925,7 +1196,12 @@ class GrafanaLiveStandIn:
             headers = () if self._retry_after is None else (("Retry-After", str(self._retry_after)),)
             reply = _Reply(self._error_status, HTTPStatus(self._error_status).phrase.encode(), headers)
             return self._respond(writer, request, dataclasses.replace(reply, error="mode error_5xx"))
-        route = _PUSH_PATH.fullmatch(unquote(urlsplit(request.target).path))
+        path = unquote(urlsplit(request.target).path)
+        if path.startswith(("/api/serviceaccounts", "/api/dashboards")):
+            if path == "/api/serviceaccounts/search":
+                await self._sa_rendezvous()
+            return self._respond(writer, request, self._admin_api(request, path))
+        route = _PUSH_PATH.fullmatch(path)
         if route is None or request.method not in ("POST", "GET"):  # Grafana: no such route
             return self._respond(writer, request, _json_reply(404, {"message": "Not found"}, "no route"))
         if request.method == "POST":
@@ -974,6 +1250,163 @@ class GrafanaLiveStandIn:
             self._status_counts[status] += 1
             self._changed()
 
+    # -- service accounts and dashboards ---------------------------------------------------------
+
+    def provision_dashboard(self, board: Mapping[str, object], *, allow_ui_updates: bool) -> None:
+        """Load a dashboard as the file provisioner does (provisioning/dashboards/*.yaml)."""
+        with self._cond:
+            uid = str(board["uid"])
+            self._dashboards[uid] = _StoredDashboard(
+                next(self._dashboard_ids), json.loads(json.dumps(board)), 1, True, allow_ui_updates
+            )
+            self._changed()
+
+    def dashboard(self, uid: str) -> dict[str, object] | None:
+        with self._cond:
+            stored = self._dashboards.get(uid)
+            return json.loads(json.dumps(stored.board)) if stored else None
+
+    def open_dashboard(
+        self, uid: str, *, query_variable: QueryVariableSource | None = None
+    ) -> DashboardView:
+        """A browser opening dashboard `uid` now (see render_dashboard)."""
+        board = self.dashboard(uid)
+        if board is None:
+            raise KeyError(uid)
+        return render_dashboard(board, query_variable=query_variable)
+
+    def service_accounts(self) -> list[dict[str, object]]:
+        """Every account with its tokens (names, expiry), for assertions."""
+        now = time.time()
+        with self._cond:
+            return [
+                {**a.dto(), "token_list": [t.dto(now) for t in a.tokens.values()]} for a in self._accounts.values()
+            ]
+
+    def expire_service_account_tokens(self) -> None:
+        """Let every minted token run out now (as secondsToLive would later)."""
+        with self._cond:
+            for account in self._accounts.values():
+                for token in account.tokens.values():
+                    token.expires_s = time.time() - 1
+            self._changed()
+
+    def _minted(self, key: str) -> tuple[_ServiceAccount, _SaToken] | None:
+        for account in self._accounts.values():
+            for token in account.tokens.values():
+                if secrets.compare_digest(token.key, key):
+                    return account, token
+        return None
+
+    async def _sa_rendezvous(self) -> None:
+        if self._sa_rendezvous_size <= 0:
+            return
+        if self._sa_rendezvous_open is None:
+            self._sa_rendezvous_open = asyncio.Event()
+        self._sa_rendezvous_arrived += 1
+        if self._sa_rendezvous_arrived >= self._sa_rendezvous_size:
+            self._sa_rendezvous_open.set()
+            self._sa_rendezvous_size = 0  # one race per stand-in
+        await asyncio.wait_for(self._sa_rendezvous_open.wait(), _CONTROL_TIMEOUT_S)
+
+    def _admin_api(self, request: _HttpRequest, path: str) -> _Reply:
+        identity = self._authenticate(request.header_map)
+        if isinstance(identity, _Reply):
+            return identity
+        try:
+            body = json.loads(request.body) if request.body else {}
+        except ValueError:
+            return _json_reply(400, {"message": "bad request data"}, "bad json")
+        with self._cond:
+            reply = self._admin_route(request.method, path, request.target, body, identity)
+            self._changed()
+        return reply
+
+    def _admin_route(
+        self, method: str, path: str, target: str, body: dict[str, object], identity: _Identity
+    ) -> _Reply:
+        now = time.time()
+        if path.startswith("/api/dashboards"):
+            return self._dashboard_route(method, path, body, identity)
+        if identity.role != "Admin":
+            # Grafana: service accounts need serviceaccounts:* actions, held by org Admins.
+            return _json_reply(403, {"message": "You'll need additional permissions to perform this action."}, "not Admin")
+        if path == "/api/serviceaccounts/search" and method == "GET":
+            query = parse_qs(urlsplit(target).query).get("query", [""])[0].lower()
+            found = [a.dto() for a in self._accounts.values() if query in a.name.lower()]
+            return _json_reply(200, {"totalCount": len(found), "serviceAccounts": found, "page": 1, "perPage": 1000}, "")
+        if path == "/api/serviceaccounts" and method == "POST":
+            name = str(body.get("name", ""))
+            if not name:
+                return _json_reply(400, {"message": "Bad request data"}, "no name")
+            if any(a.name == name for a in self._accounts.values()):
+                return _errutil(400, SA_ACCOUNT_EXISTS)
+            role = body.get("role") if body.get("role") in _ROLE_RANK else "Viewer"
+            account = _ServiceAccount(next(self._account_ids), name, role, bool(body.get("isDisabled")))  # type: ignore[arg-type]
+            self._accounts[account.id] = account
+            return _json_reply(201, account.dto(), "")
+        match = re.fullmatch(r"/api/serviceaccounts/(\d+)(/tokens(?:/(\d+))?)?", path)
+        account = self._accounts.get(int(match[1])) if match else None
+        if match is None:
+            return _json_reply(404, {"message": "Not found"}, "no route")
+        if account is None:
+            return _errutil(404, SA_NOT_FOUND)
+        if match[2] is None and method == "PATCH":
+            if body.get("role") in _ROLE_RANK:
+                account.role = body["role"]  # type: ignore[assignment]
+            return _json_reply(200, {"id": account.id, "name": account.name, "serviceaccount": account.dto(),
+                                     "message": "Service account updated"}, "")
+        if match[2] is not None and match[3] is None and method == "GET":
+            return _json_reply(200, [t.dto(now) for t in account.tokens.values()], "")  # type: ignore[arg-type]
+        if match[2] is not None and match[3] is None and method == "POST":
+            name = str(body.get("name", ""))
+            ttl = body.get("secondsToLive", 0)
+            if not isinstance(ttl, int) or ttl < 0:
+                return _errutil(400, SA_INVALID_TTL)
+            # Grafana: token names are unique in the organisation, not per account.
+            if any(t.name == name for a in self._accounts.values() for t in a.tokens.values()):
+                return _errutil(400, SA_TOKEN_EXISTS)
+            token = _SaToken(next(self._sa_token_ids), name, f"glsa_{secrets.token_hex(16)}_{secrets.token_hex(4)}",
+                             now, now + ttl if ttl else None)
+            account.tokens[token.id] = token
+            return _json_reply(200, {"id": token.id, "name": token.name, "key": token.key}, "")
+        if match[3] is not None and method == "DELETE":
+            if account.tokens.pop(int(match[3]), None) is None:
+                return _json_reply(404, {"message": "Failed to delete service account token"}, "no token")
+            return _json_reply(200, {"message": "Service account token deleted"}, "")
+        return _json_reply(404, {"message": "Not found"}, "no route")
+
+    def _dashboard_route(self, method: str, path: str, body: dict[str, object], identity: _Identity) -> _Reply:
+        match = re.fullmatch(r"/api/dashboards/uid/([^/]+)", path)
+        if match and method == "GET":
+            stored = self._dashboards.get(match[1])
+            if stored is None:
+                return _json_reply(404, {"message": "Dashboard not found"}, "no dashboard")
+            board = {**stored.board, "id": stored.id, "version": stored.version}
+            meta = {"provisioned": stored.provisioned, "canSave": _ROLE_RANK[identity.role] >= 1, "folderUid": ""}
+            return _json_reply(200, {"dashboard": board, "meta": meta}, "")
+        if path == "/api/dashboards/db" and method == "POST":
+            if _ROLE_RANK[identity.role] < _ROLE_RANK["Editor"]:
+                return _json_reply(403, {"message": "Access denied to save dashboard"}, "viewer save")
+            board = body.get("dashboard")
+            if not isinstance(board, dict) or not board.get("uid"):
+                return _json_reply(400, {"message": "Dashboard title cannot be empty"}, "no dashboard")
+            stored = self._dashboards.get(str(board["uid"]))
+            if stored is not None and stored.provisioned and not stored.allow_ui_updates:
+                # Grafana (dashboards/errors.go ErrDashboardCannotSaveProvisionedDashboard).
+                return _json_reply(400, {"message": "Cannot save provisioned dashboard"}, "provisioned")
+            if stored is not None and not body.get("overwrite") and board.get("version") != stored.version:
+                return _json_reply(412, {"status": "version-mismatch",
+                                         "message": "The dashboard has been changed by someone else"}, "version")
+            if stored is None:
+                stored = _StoredDashboard(next(self._dashboard_ids), {}, 0, False, True)
+                self._dashboards[str(board["uid"])] = stored
+            clean = {k: v for k, v in board.items() if k not in ("id", "version")}
+            stored.board, stored.version = clean, stored.version + 1
+            return _json_reply(200, {"id": stored.id, "uid": board["uid"], "status": "success",
+                                     "version": stored.version, "url": f"/d/{board['uid']}"}, "")
+        return _json_reply(404, {"message": "Not found"}, "no route")
+
     # -- authentication ----------------------------------------------------------------------------
 
     def _authenticate(self, headers: Mapping[str, str]) -> _Identity | _Reply:
@@ -1003,6 +1436,14 @@ class GrafanaLiveStandIn:
     def _token_identity(self, token: str) -> _Identity | _Reply:
         credential = self._tokens.get(token)
         if credential is None:
+            with self._cond:
+                minted = self._minted(token)
+            if minted is not None:
+                account, sa_token = minted
+                # Grafana (apikey client): an expired key is refused; the role is the account's now.
+                if sa_token.expired(time.time()):
+                    return _api_key_error("expired", "Expired API key")
+                return _Identity(f"sa:{account.name}", account.role)
             return _api_key_error("invalid", "Invalid API key")
         if credential == "expired":
             return _api_key_error("expired", "Expired API key")
@@ -1052,7 +1493,9 @@ class GrafanaLiveStandIn:
                 if problem is not None:
                     self._invalid_channels[frame.channel] = problem
                     continue
-                buffer = self._browser.setdefault(frame.channel, _BrowserBuffer(self._browser_max_rows))
+                buffer = self._browser.setdefault(
+                    frame.channel, _BrowserBuffer(self._browser_max_rows, self._browser_max_delta_ms)
+                )
                 buffer.receive(frame)
             self._changed()
 

@@ -6,6 +6,12 @@ fails is not retried: by the time the server is back a newer frame is more usefu
 archive keeps the complete record anyway. Backoff after failures is short (live view!) and
 follows ``Retry-After``. Every push sends one line per channel with the identical field set,
 because Grafana wipes a channel's browser buffer when the schema changes (grafana-live.md).
+
+When the engine computed band power and quality for a frame (``frame.band_db`` /
+``frame.quality``, docs/data-model.md), the same push also carries one line per band,
+``band_<name>`` with one field per EEG channel (dB), and one ``quality`` line (state 0/1/2 per
+channel): one Live subscription per band shows every channel, which is what lets the live
+dashboard's overview scale to 256 channels under Grafana Live's 128 subscriptions per browser.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
+
+import numpy as np
 
 import httpx
 from pydantic import SecretStr
@@ -21,8 +30,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import ClientConnection, connect
 
 from bridge.config import GrafanaSettings
-from bridge.frame import SpectrumFrame
-from bridge.codecs.line_protocol import LineProtocolEncoder
+from bridge.frame import FrameLayout, SpectrumFrame
+from bridge.codecs.line_protocol import LineProtocolEncoder, escape_key, escape_measurement
 from bridge.observe.metrics import SinkMetrics
 from bridge.sinks.retry import Backoff, DeliveryError, TransientError, classify_status
 from bridge.sinks.base import SinkHealth, delivery_retrying, split_lines
@@ -44,11 +53,51 @@ def _hints(settings: GrafanaSettings, has_token: bool) -> dict[int, str]:
             else "Grafana requires a credential (401): set GRAFANA_TOKEN to a service-account token "
             "(or GRAFANA_ADMIN_USER/GRAFANA_ADMIN_PASSWORD to let the bridge create one)."
         ),
-        403: f"Grafana refused the push (403): the service account needs the {role} role "
-        "(Grafana 2026+: the live:push permission).",
+        403: f"Grafana refused the push (403): the service account needs the {role} role.",
         404: f"Grafana has no live push endpoint at {settings.url} (404): check GRAFANA_URL.",
         500: "Grafana answered 500: it could not parse the frame or failed internally; the frame was dropped.",
     }
+
+
+#: Live measurement of the per-channel quality state (0 good, 1 warn, 2 bad).
+QUALITY_MEASUREMENT = "quality"
+
+
+def band_measurement(band: str) -> str:
+    """Live measurement (and channel ``stream/<id>/band_<name>``) of one band's power."""
+    return f"band_{band}"
+
+
+class _OverviewLines:
+    """The band/quality lines of one layout: heads cached, only the numbers change per frame.
+
+    Fields are the channels in the layout's order; Grafana's converter sorts them by name anyway
+    (docs/grafana_eeg_heatmap_setup.md, "Channel order"). A line whose numbers are not all finite
+    is left out (and counted) rather than sent with fewer fields, which would change the
+    channel's schema and wipe the browser's buffer.
+    """
+
+    def __init__(self, layout: FrameLayout) -> None:
+        self.layout = layout
+        self._keys = [escape_key(c) for c in layout.channels]
+        self._bands = [escape_measurement(band_measurement(b.name)) for b in layout.bands]
+
+    def _line(self, measurement: str, values: np.ndarray, fmt: str, stamp: int) -> str | None:
+        if not np.all(np.isfinite(values)):
+            return None
+        fields = ",".join(f"{k}={v:{fmt}}" for k, v in zip(self._keys, values.tolist()))
+        return f"{measurement} {fields} {stamp}\n"
+
+    def encode(self, frame: SpectrumFrame) -> tuple[bytes, int]:
+        """(body, values skipped) for the frame's band power and quality; empty when it has none."""
+        lines: list[str | None] = []
+        if frame.band_db is not None:
+            for measurement, row in zip(self._bands, frame.band_db):
+                lines.append(self._line(measurement, row, ".3f", frame.time_ns))
+        if frame.quality is not None:
+            lines.append(self._line(QUALITY_MEASUREMENT, frame.quality.state.astype(np.float64), ".0f", frame.time_ns))
+        skipped = sum(len(self._keys) for line in lines if line is None)
+        return "".join(line for line in lines if line is not None).encode(), skipped
 
 
 class _Transport(Protocol):
@@ -138,16 +187,37 @@ class WebSocketPush:
 class GrafanaLiveSink:
     name = "grafana"
 
-    def __init__(self, settings: GrafanaSettings, metrics: SinkMetrics, *, token: SecretStr | None) -> None:
+    def __init__(
+        self,
+        settings: GrafanaSettings,
+        metrics: SinkMetrics,
+        *,
+        token: SecretStr | None,
+        renew: Callable[[], SecretStr | None] | None = None,
+    ) -> None:
+        """``renew`` mints a fresh token (the bridge's own, which expires); it is asked on a 401."""
         self.settings = settings
         self.metrics = metrics
         self.health = SinkHealth(self.name, log)
-        self._transport: _Transport = WebSocketPush(settings, token) if settings.push == "ws" else HttpPush(settings, token)
+        self._renew = renew
+        self._transport = self._open(token)
         self._encoder = LineProtocolEncoder(measurement=None, tag_channel=False, tag_stream=False)
+        self._overview: _OverviewLines | None = None
         self._queue: deque[SpectrumFrame] = deque()
         self._ready = threading.Condition()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sink-grafana", daemon=True)
+
+    def _open(self, token: SecretStr | None) -> _Transport:
+        return WebSocketPush(self.settings, token) if self.settings.push == "ws" else HttpPush(self.settings, token)
+
+    def _renew_token(self) -> None:
+        assert self._renew is not None
+        token = self._renew()
+        if token is not None:
+            self._transport.close()
+            self._transport = self._open(token)
+            log.info("grafana: renewed the bridge's service-account token after a 401")
 
     # ---- core-facing -----------------------------------------------------------------------
     def start(self) -> None:
@@ -193,13 +263,21 @@ class GrafanaLiveSink:
         if frame is None:
             return
         encoded = self._encoder.encode(frame)
-        self.health.skipped(self.metrics, encoded.values_skipped)
-        if not encoded.lines:
+        body, skipped = encoded.body, encoded.values_skipped
+        if frame.band_db is not None or frame.quality is not None:
+            if self._overview is None or self._overview.layout is not frame.layout:
+                self._overview = _OverviewLines(frame.layout)
+            extra, extra_skipped = self._overview.encode(frame)
+            body, skipped = body + extra, skipped + extra_skipped
+        self.health.skipped(self.metrics, skipped)
+        if not body:
             return
         try:
-            self._transport.send(encoded.body)
-        except DeliveryError:
+            self._transport.send(body)
+        except DeliveryError as exc:
             self.metrics.drop("failed")
+            if exc.status == 401 and self._renew is not None:
+                self._renew_token()
             raise
         self.metrics.succeeded(1, frame.newest_sample_ns)
         self.health.ok()

@@ -1,4 +1,4 @@
-"""Command line: ``eeg-bridge [run]``, ``eeg-bridge simulate``, ``eeg-bridge replay``.
+"""Command line: ``eeg-bridge [run]``, ``eeg-bridge simulate``, ``eeg-bridge replay``, ``eeg-bridge import``.
 
 Flags are generated from the option table in :mod:`bridge.config`, so ``--help``, the
 environment variables and the README's table cannot drift apart. Bad input ends here with one
@@ -14,7 +14,11 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
+from datetime import datetime, timezone, tzinfo
+from pathlib import Path
 from typing import Callable, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import SecretStr
 
@@ -43,7 +47,7 @@ from bridge.archive.spool import Spool
 
 log = logging.getLogger("bridge")
 
-_COMMANDS = ("run", "simulate", "replay")
+_COMMANDS = ("run", "simulate", "replay", "import")
 
 
 def _flag(alias: str) -> str:
@@ -77,7 +81,8 @@ def run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eeg-bridge",
         description="Stream EEG power spectra from LSL to Grafana Live (live heatmap) and InfluxDB (archive). "
-        "Commands: run (default), simulate (a synthetic EEG outlet), replay (upload a spool). "
+        "Commands: run (default), simulate (a synthetic EEG outlet), replay (upload a spool), "
+        "import (recorded XDF/EDF/BDF files; see 'eeg-bridge import --help'). "
         "Every option can also be set by its environment variable.",
         epilog=_secrets_epilog(),
     )
@@ -94,6 +99,39 @@ def replay_parser() -> argparse.ArgumentParser:
     )
     _add_option_flags(parser)
     return parser
+
+
+def import_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eeg-bridge import",
+        description="Import recorded sessions (XDF from LabRecorder, EDF/BDF) into InfluxDB with the same spectra, "
+        "settings and markers as the live bridge, then exit. XDF streams are chosen with LSL_STREAM_NAME / "
+        "LSL_STREAM_TYPE / LSL_SOURCE_ID (default: every EEG-typed numeric stream).",
+        epilog=_secrets_epilog(),
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help=".xdf, .edf or .bdf files")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the streams, channels, duration and frames each file would give; write nothing")
+    parser.add_argument("--timezone", metavar="ZONE",
+                        help="EDF/BDF only: time zone of the header's start time, an IANA name (Europe/Berlin), "
+                        "UTC or +HH:MM [default: this machine's]")
+    _add_option_flags(parser)
+    return parser
+
+
+def _zone(text: str | None) -> tzinfo | None:
+    if not text:
+        return None
+    if text.upper() in ("UTC", "Z"):
+        return timezone.utc
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        pass
+    try:
+        return datetime.strptime(text, "%z").tzinfo
+    except ValueError:
+        raise ConfigError(f"--timezone '{text}' is neither a time zone name (Europe/Berlin) nor an offset (+01:00).") from None
 
 
 def simulate_parser() -> argparse.ArgumentParser:
@@ -308,6 +346,24 @@ def cmd_replay(argv: Sequence[str]) -> int:
     return 1
 
 
+def cmd_import(argv: Sequence[str]) -> int:
+    from bridge.importer import IMPORT_SPOOL, run_import  # noqa: PLC0415 - pyxdf/pyedflib only for import
+
+    args = vars(import_parser().parse_args(argv))
+    paths, dry_run, zone = args.pop("paths"), args.pop("dry_run"), _zone(args.pop("timezone"))
+    settings = build_settings(load_options(os.environ, args), check_hosts=not dry_run)
+    setup_logging(settings.observability.log_level, settings.observability.log_format)
+    if not dry_run and not settings.influxdb.url:
+        raise ConfigError("Set INFLUXDB_URL: import writes into that server.")
+    metrics = Metrics()
+    # Its own spool under SPOOL_DIR, so an import never shares (or waits for) a live bridge's.
+    own = replace(settings, spool=replace(settings.spool, directory=settings.spool.directory / IMPORT_SPOOL))
+    stop = threading.Event()
+    _install_signals(stop)
+    return run_import([Path(p) for p in paths], settings, metrics, lambda: _influx_sink(own, metrics), stop, zone,
+                      dry_run, sys.stdout)
+
+
 def cmd_simulate(argv: Sequence[str]) -> int:
     from bridge.sources import simulator
 
@@ -330,7 +386,7 @@ def cmd_simulate(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in _COMMANDS else "run"
-    handlers = {"run": cmd_run, "simulate": cmd_simulate, "replay": cmd_replay}
+    handlers = {"run": cmd_run, "simulate": cmd_simulate, "replay": cmd_replay, "import": cmd_import}
     try:
         return handlers[command](argv)
     except ConfigError as exc:

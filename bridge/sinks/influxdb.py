@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 import httpx
 
@@ -216,6 +216,26 @@ class InfluxSink:
         except queue.Full:
             self._events_lost([events])
             log.error("influxdb: the archive inbox is full; %d %s points dropped", events.points, events.kind)
+
+    def offer_waiting(self, item: SpectrumFrame | EventLines, max_frames: int, give_up: Callable[[], bool]) -> bool:
+        """Hand ``item`` over without ever dropping it: the importer's path (a file can be read far
+        faster than any server takes it). Waits while the archive already holds ``max_frames``
+        (inbox + spool) or half of SPOOL_MAX_BYTES, so a long file streams through at the server's
+        pace and the spool never has to drop for space. False (item not taken) only once
+        ``give_up()`` says so (stop requested, or the server refused permanently)."""
+        while self.queue_depth() >= max_frames or self.spool.pending_bytes > self.spool.max_bytes // 2:
+            if give_up():
+                return False
+            time.sleep(0.01)
+        while True:
+            try:
+                self._inbox.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                if give_up():
+                    return False
+        self.metrics.queue_depth.set(self.queue_depth())
+        return True
 
     def queue_depth(self) -> int:
         return self._inbox.qsize() + self.spool.pending_frames

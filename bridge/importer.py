@@ -26,7 +26,7 @@ from typing import Callable, TextIO
 
 import numpy as np
 
-from bridge.archive.events import encode_markers
+from bridge.archive.events import SameTime, encode_markers
 from bridge.config import Settings
 from bridge.dsp.spectrum import SpectrumEngine
 from bridge.observe.metrics import Metrics
@@ -162,9 +162,11 @@ class Importer:
         measurement = self.settings.influxdb.marker_measurement
         # Markers first: the last item handed over is then a frame, whose upload implies theirs.
         for markers in recording.markers:
-            for at in range(0, len(markers.markers), MARKERS_PER_ITEM):
+            # In time order, numbered as live (same-ns markers get tag n), so a re-run writes the same points.
+            ordered, same_time = sorted(markers.markers, key=lambda m: m[1]), SameTime()
+            for at in range(0, len(ordered), MARKERS_PER_ITEM):
                 if not self._hand_over(encode_markers(measurement, markers.stream_name,
-                                                      markers.markers[at : at + MARKERS_PER_ITEM])):
+                                                      ordered[at : at + MARKERS_PER_ITEM], same_time)):
                     return result
             result.markers += len(markers.markers)
         progress = Progress(sum(p.frames for p in planned), recording.path.name)

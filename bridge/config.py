@@ -23,6 +23,9 @@ from urllib.parse import urlsplit
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from bridge.dsp.bands import DEFAULT_BANDS, parse_bands
+from bridge.dsp.derived import DerivedSettings
+from bridge.dsp.quality import QualitySettings, parse_thresholds
 from bridge.dsp.spectrum import StftParams
 from bridge.dsp.windows import get_window
 
@@ -60,6 +63,17 @@ class Options(BaseModel):
     spectrum_channels: str | None = Field(None, alias="SPECTRUM_CHANNELS", description="Comma-separated channel labels or 0-based indices to keep (default: all).")
     precomputed_frequencies: str | None = Field(None, alias="PRECOMPUTED_FREQUENCIES", description="Precomputed mode: frequency axis as 'f0,f1,...' or 'start:stop:step' (default: the stream's <desc><frequencies>).")
     precomputed_scale: Literal["db", "power"] = Field("db", alias="PRECOMPUTED_SCALE", description="Precomputed mode: values are dB already, or power to convert with 10*log10.")
+    # --- band power and channel quality (docs/data-model.md: eeg_bands, eeg_quality) ----------
+    spectrum_bands: str = Field(DEFAULT_BANDS, alias="SPECTRUM_BANDS", description="Bands for band power, name:low-high in Hz (low inclusive, high exclusive), comma-separated; empty = no band power.")
+    derived_every_frames: int = Field(1, ge=0, alias="DERIVED_EVERY_FRAMES", description="Band power and quality on every Nth frame (0 = neither).")
+    quality_enabled: bool = Field(True, alias="QUALITY_ENABLED", description="Judge every channel's signal quality (flat, railed, line noise, high-frequency noise).")
+    line_freq: Literal[50, 60] = Field(50, alias="LINE_FREQ", description="Mains frequency for the line-noise check, Hz (50 or 60).")
+    quality_flat_std: float = Field(0.5, ge=0, alias="QUALITY_FLAT_STD", description="A window whose standard deviation is below this (stream units) is flat: bad.")
+    quality_rail: float | None = Field(None, gt=0, alias="QUALITY_RAIL", description="Float streams: samples at or beyond +-this count as railed (integer streams use their type's limits).")
+    quality_rail_fraction: str = Field("0.001,0.05", alias="QUALITY_RAIL_FRACTION", description="Fraction of a window's samples at the rails for warn,bad.")
+    quality_dc_offset: float | None = Field(None, gt=0, alias="QUALITY_DC_OFFSET", description="A window mean at or beyond +-this (stream units) counts as railed: warn (default: no check).")
+    quality_line_noise_db: str = Field("15,25", alias="QUALITY_LINE_NOISE_DB", description="PSD at LINE_FREQ over its neighbourhood, dB, for warn,bad.")
+    quality_hf_ratio_db: str = Field("6,12", alias="QUALITY_HF_RATIO_DB", description="Mean PSD above the bands over mean PSD within them, dB, for warn,bad.")
     # --- Grafana Live -----------------------------------------------------------------------
     grafana_url: str = Field("http://localhost:3000", alias="GRAFANA_URL", description="Grafana base URL; empty disables live push.")
     grafana_token: SecretStr | None = Field(None, alias="GRAFANA_TOKEN", description="Service-account token (Editor for HTTP push, Admin for WebSocket push).")
@@ -86,6 +100,8 @@ class Options(BaseModel):
     influxdb_max_body_bytes: int = Field(5_000_000, ge=10_000, alias="INFLUXDB_MAX_BODY_BYTES", description="Largest write body; bigger batches are split (1.x allows 25 MB, 3.x 10 MB).")
     influxdb_marker_measurement: str = Field("eeg_markers", min_length=1, alias="INFLUXDB_MARKER_MEASUREMENT", description="Measurement for LSL markers (string field marker).")
     influxdb_health_measurement: str = Field("bridge_health", min_length=1, alias="INFLUXDB_HEALTH_MEASUREMENT", description="Measurement for the bridge's own loss ledger.")
+    influxdb_bands_measurement: str = Field("eeg_bands", min_length=1, alias="INFLUXDB_BANDS_MEASUREMENT", description="Measurement for band power (field per band in dB, plus <band>_rel).")
+    influxdb_quality_measurement: str = Field("eeg_quality", min_length=1, alias="INFLUXDB_QUALITY_MEASUREMENT", description="Measurement for channel quality (its numbers, state and flags).")
     health_write_interval_sec: float = Field(10.0, ge=0, alias="HEALTH_WRITE_INTERVAL_SEC", description="Write the loss ledger to InfluxDB this often (0 = never).")
     spool_dir: str = Field(default_factory=_state_dir, alias="SPOOL_DIR", description="Directory of the durable archive spool.")
     spool_max_bytes: int = Field(1 << 30, ge=1_000_000, alias="SPOOL_MAX_BYTES", description="Spool size limit; beyond it the oldest data is dropped (counted, logged).")
@@ -159,6 +175,20 @@ class Options(BaseModel):
             )
         return self
 
+    @field_validator("spectrum_bands")
+    @classmethod
+    def _bands(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parse_bands(value)  # one sentence naming the bad band
+        return value
+
+    @field_validator("quality_rail_fraction", "quality_line_noise_db", "quality_hf_ratio_db")
+    @classmethod
+    def _thresholds(cls, value: str) -> str:
+        parse_thresholds(value, "the value")
+        return value
+
 
 def is_loopback(host: str) -> bool:
     """Only these addresses keep the page on this machine; a name other than localhost may not."""
@@ -216,6 +246,7 @@ class SpectrumSettings:
     channels: tuple[str, ...] | None
     precomputed_frequencies: np.ndarray | None
     precomputed_scale: Literal["db", "power"]
+    derived: DerivedSettings = DerivedSettings()
 
 
 @dataclass(frozen=True)
@@ -266,6 +297,8 @@ class InfluxSettings:
     marker_measurement: str = "eeg_markers"
     health_measurement: str = "bridge_health"
     health_interval_sec: float = 10.0
+    bands_measurement: str = "eeg_bands"
+    quality_measurement: str = "eeg_quality"
 
     @property
     def database(self) -> tuple[str, str | None]:
@@ -356,6 +389,27 @@ def _check_resolvable(url: str, name: str) -> None:
         raise ConfigError(f"{name} host '{host}' cannot be resolved; check the address.") from None
 
 
+def _derived_settings(options: Options) -> DerivedSettings:
+    quality = None
+    if options.quality_enabled:
+        quality = QualitySettings(
+            line_freq=float(options.line_freq),
+            flat_std=options.quality_flat_std,
+            rail=options.quality_rail,
+            rail_fraction=parse_thresholds(options.quality_rail_fraction, "QUALITY_RAIL_FRACTION"),
+            dc_offset=options.quality_dc_offset,
+            line_noise_db=parse_thresholds(options.quality_line_noise_db, "QUALITY_LINE_NOISE_DB"),
+            hf_ratio_db=parse_thresholds(options.quality_hf_ratio_db, "QUALITY_HF_RATIO_DB"),
+        )
+    bands = parse_bands(options.spectrum_bands) if options.spectrum_bands else ()
+    return DerivedSettings(
+        bands=bands,
+        every=options.derived_every_frames,
+        quality=quality,
+        strict="spectrum_bands" in options.model_fields_set,
+    )
+
+
 def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
     """Turn the validated option table into the typed settings each stage receives."""
     tls = TlsSettings(ca_bundle=options.tls_ca_bundle, insecure=options.tls_insecure)
@@ -409,6 +463,7 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
                 parse_frequencies(options.precomputed_frequencies) if options.precomputed_frequencies else None
             ),
             precomputed_scale=options.precomputed_scale,
+            derived=_derived_settings(options),
         ),
         grafana=grafana,
         influxdb=InfluxSettings(
@@ -424,6 +479,8 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
             marker_measurement=options.influxdb_marker_measurement,
             health_measurement=options.influxdb_health_measurement,
             health_interval_sec=options.health_write_interval_sec,
+            bands_measurement=options.influxdb_bands_measurement,
+            quality_measurement=options.influxdb_quality_measurement,
             batch_size=options.batch_size,
             batch_interval_sec=options.batch_interval_sec,
             timeout_sec=options.influxdb_timeout_sec,

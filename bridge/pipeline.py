@@ -21,6 +21,8 @@ from bridge.frame import SpectrumFrame, channel_names
 from bridge.sources.lsl import LslSource, StreamDescription, StreamRejected
 from bridge.observe.metrics import Metrics
 from bridge.sinks.base import Sink
+from bridge.dsp.bands import BandOutsideAxis
+from bridge.dsp.quality import rails_for
 from bridge.dsp.spectrum import PrecomputedEngine, SpectrumEngine, StftEngine
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,19 @@ def select_channels(description: StreamDescription, wanted: tuple[str, ...] | No
 
 
 def build_engine(description: StreamDescription, spectrum: SpectrumSettings) -> tuple[SpectrumEngine, Selection]:
+    """The one place engines are made, so ``run`` and ``import`` frames carry identical products.
+
+    Band edges can only be checked against the axis once the stream is known: a band that does
+    not fit it is refused here like any other unusable stream (one sentence, exit 2).
+    """
+    try:
+        return _build_engine(description, spectrum)
+    except BandOutsideAxis as exc:
+        raise StreamRejected(f"stream {description.who()}: {exc}") from None
+
+
+def _build_engine(description: StreamDescription, spectrum: SpectrumSettings) -> tuple[SpectrumEngine, Selection]:
+    derived = spectrum.derived
     if spectrum.mode == "raw":
         selection = select_channels(description, spectrum.channels, description.channel_count)
         engine: SpectrumEngine = StftEngine(
@@ -72,6 +87,8 @@ def build_engine(description: StreamDescription, spectrum: SpectrumSettings) -> 
             srate=description.srate,
             params=spectrum.stft,
             max_chunk=max(64, int(description.srate) or 64),
+            derived=derived,
+            rails=rails_for(description.channel_format, derived.quality) if derived.quality is not None else None,
         )
         return engine, selection
     freqs = spectrum.precomputed_frequencies if spectrum.precomputed_frequencies is not None else description.frequencies
@@ -93,6 +110,7 @@ def build_engine(description: StreamDescription, spectrum: SpectrumSettings) -> 
         scale=spectrum.precomputed_scale,
         fmin=spectrum.stft.fmin,
         fmax=spectrum.stft.fmax,
+        derived=derived,
     )
     return engine, selection
 

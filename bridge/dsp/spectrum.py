@@ -20,18 +20,13 @@ from typing import Literal, Protocol, Sequence
 import numpy as np
 
 from bridge.frame import FrameLayout, SpectrumFrame
+from bridge.dsp.bands import bin_widths
+from bridge.dsp.db import EPS, to_db
+from bridge.dsp.derived import Derived, DerivedSettings, Products
+from bridge.dsp.quality import rail_fractions
 from bridge.dsp.windows import get_window
 
-#: Added to the power before the logarithm so that an all-zero channel gives -300 dB, not -inf.
-EPS = 1e-30
-
-
-def to_db(power: np.ndarray) -> np.ndarray:
-    """``10*log10(P + EPS)`` as float32; overwrites ``power`` (a temporary in every caller)."""
-    power += EPS
-    np.log10(power, out=power)
-    power *= 10.0
-    return power.astype(np.float32)
+__all__ = ["EPS", "PrecomputedEngine", "SpectrumEngine", "StftEngine", "StftParams", "to_db"]
 
 
 class SpectrumEngine(Protocol):
@@ -91,7 +86,11 @@ class StftEngine:
         srate: float,
         params: StftParams,
         max_chunk: int = 4096,
+        derived: DerivedSettings | None = None,
+        rails: tuple[float, float] | None = None,
     ) -> None:
+        """``derived``: band power / quality to attach (``BandOutsideAxis`` if a band does not fit
+        the axis); ``rails``: the values a saturated channel sits at (quality's rail check)."""
         if srate <= 0:
             raise ValueError("a sliding STFT needs a regular sampling rate")
         self.params = params
@@ -106,11 +105,22 @@ class StftEngine:
         gain[0] = scale
         if n % 2 == 0:
             gain[-1] = scale
-        self._gain = gain[self._crop]
+        # Band power and quality use the whole axis (FMIN/FMAX only crop what is stored), so
+        # with them on, the power of every bin is computed and the crop taken afterwards.
+        self._derived = (
+            Derived(freqs, bin_widths(freqs, self.srate / n), derived) if derived is not None and derived.active else None
+        )
+        self._rails = rails
+        self._power_bins = self._crop if self._derived is None else slice(None)
+        self._gain = gain[self._power_bins]
         self._mean_weights = np.full(n, 1.0 / n)  # a mean as one BLAS dot product
         self._half_window_s = n / 2.0 / self.srate
         self.layout = FrameLayout(
-            stream=stream, channels=tuple(channels), frequencies=freqs[self._crop], srate=self.srate
+            stream=stream,
+            channels=tuple(channels),
+            frequencies=freqs[self._crop],
+            srate=self.srate,
+            bands=self._derived.bands if self._derived is not None else (),
         )
         n_ch = len(channels)
         self._capacity = 2 * n + max_chunk
@@ -182,24 +192,44 @@ class StftEngine:
             starts = np.concatenate((np.zeros((span.shape[0], 1)), sums[:, hop - 1 :: hop][:, : count - 1]), axis=1)
             means = (ends - starts) / n
         segments = windows - means[..., None]
+        products: dict[int, Products] = {}
+        if self._derived is not None:
+            chosen = self._derived.selected(self._counter.next_seq, count)
+            if chosen.size:
+                picked = segments if chosen.size == count else segments[:, chosen]
+                # population std of the detrended window, before the window function is applied
+                std = np.sqrt(np.einsum("cwn,cwn->cw", picked, picked) / n)
+                rails = rail_fractions(windows if chosen.size == count else windows[:, chosen], self._rails)
+                dc = means[:, chosen]
         segments *= self._window
-        spectra = np.fft.rfft(segments, axis=-1)[..., self._crop]
+        spectra = np.fft.rfft(segments, axis=-1)[..., self._power_bins]
         power = np.square(spectra.real)
         power += np.square(spectra.imag)
         power *= self._gain
+        if self._derived is not None and chosen.size:
+            picked_power = power if chosen.size == count else power[:, chosen]
+            computed = self._derived.compute(picked_power, std=std, dc_offset=dc, rail_fraction=rails)
+            products = dict(zip(chosen.tolist(), computed))
+            power = power[..., self._crop]
+        elif self._derived is not None:
+            power = power[..., self._crop]
         db = to_db(power)
         self._start += count * hop
         if count == 1:
-            return [self._frame(start, db[:, 0, :])]
-        return [self._frame(start + k * hop, db[:, k, :]) for k in range(count)]
+            return [self._frame(start, db[:, 0, :], products.get(0))]
+        return [self._frame(start + k * hop, db[:, k, :], products.get(k)) for k in range(count)]
 
-    def _frame(self, start: int, db: np.ndarray) -> SpectrumFrame:
+    def _frame(self, start: int, db: np.ndarray, products: Products | None) -> SpectrumFrame:
+        band_db, band_rel, quality = products if products is not None else (None, None, None)
         return SpectrumFrame(
             layout=self.layout,
             seq=self._counter.take(),
             time_ns=round((self._times[start] + self._half_window_s) * 1e9),
             newest_sample_ns=round(self._times[start + self.params.nperseg - 1] * 1e9),
             power_db=np.ascontiguousarray(db),
+            band_db=band_db,
+            band_rel=band_rel,
+            quality=quality,
         )
 
 
@@ -223,13 +253,19 @@ class PrecomputedEngine:
         scale: PrecomputedScale,
         fmin: float | None = None,
         fmax: float | None = None,
+        derived: DerivedSettings | None = None,
     ) -> None:
         freqs = np.asarray(frequencies, dtype=np.float64)
         self._crop = _frequency_crop(freqs, fmin, fmax)
         self._n_bins = freqs.size
         self._scale = scale
+        self._derived = Derived(freqs, bin_widths(freqs), derived) if derived is not None and derived.active else None
         self.layout = FrameLayout(
-            stream=stream, channels=tuple(channels), frequencies=freqs[self._crop], srate=0.0
+            stream=stream,
+            channels=tuple(channels),
+            frequencies=freqs[self._crop],
+            srate=0.0,
+            bands=self._derived.bands if self._derived is not None else (),
         )
         self._counter = _FrameCounter()
 
@@ -241,16 +277,33 @@ class PrecomputedEngine:
 
     def push(self, samples: np.ndarray, times: np.ndarray) -> list[SpectrumFrame]:
         n_ch = len(self.layout.channels)
-        cube = samples.reshape(samples.shape[0], n_ch, self._n_bins)[:, :, self._crop]
+        full = samples.reshape(samples.shape[0], n_ch, self._n_bins)
+        cube = full[:, :, self._crop]
         values = cube.astype(np.float32) if self._scale == "db" else to_db(cube.astype(np.float64))
         time_ns = np.rint(times * 1e9).astype(np.int64)
-        return [
-            SpectrumFrame(
-                layout=self.layout,
-                seq=self._counter.take(),
-                time_ns=int(t),
-                newest_sample_ns=int(t),
-                power_db=np.ascontiguousarray(values[k]),
+        products: dict[int, Products] = {}
+        if self._derived is not None:
+            chosen = self._derived.selected(self._counter.next_seq, len(time_ns))
+            if chosen.size:
+                # bands integrate linear power over the uncropped axis; dB is converted back
+                # (the EPS inside a dB value is 1e-30 of power: nothing at any real scale)
+                linear = np.moveaxis(full[chosen], 0, 1).astype(np.float64)
+                if self._scale == "db":
+                    linear = np.power(10.0, linear / 10.0)
+                products = dict(zip(chosen.tolist(), self._derived.compute(linear)))
+        frames = []
+        for k, t in enumerate(time_ns):
+            band_db, band_rel, quality = products.get(k, (None, None, None))
+            frames.append(
+                SpectrumFrame(
+                    layout=self.layout,
+                    seq=self._counter.take(),
+                    time_ns=int(t),
+                    newest_sample_ns=int(t),
+                    power_db=np.ascontiguousarray(values[k]),
+                    band_db=band_db,
+                    band_rel=band_rel,
+                    quality=quality,
+                )
             )
-            for k, t in enumerate(time_ns)
-        ]
+        return frames

@@ -24,16 +24,18 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
-def _load_queries() -> Any:
-    """Load queries.py by path: ``dashboards/`` is a folder of files, not a package."""
-    spec = importlib.util.spec_from_file_location("eeg_bridge_dashboard_queries", HERE / "queries.py")
+def _load(name: str, path: Path) -> Any:
+    """Load a module by path: ``dashboards/`` is a folder of files, not a package, and the bridge's
+    ``grafana_layout`` is standard library only so that this script runs before anything is installed."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-queries = _load_queries()
+queries = _load("eeg_bridge_dashboard_queries", HERE / "queries.py")
+layout = _load("eeg_bridge_grafana_layout", HERE.parent / "bridge" / "sinks" / "grafana_layout.py")
 
 Json = dict[str, Any]
 
@@ -44,15 +46,18 @@ LIVE_DS: Json = {"type": "datasource", "uid": "grafana"}
 
 #: The bridge's default GRAFANA_STREAM_ID. Dashboard JSON cannot read environment variables,
 #: so the live dashboard exposes it as a text-box variable (also settable by URL,
-#: ``?var-live_stream=lab2``) instead of hard-coding it into every channel address.
-DEFAULT_STREAM_ID = "eeg"
+#: ``?var-live_stream=lab2``; the bridge writes its own) instead of hard-coding it.
+DEFAULT_STREAM_ID = layout.DEFAULT_STREAM_ID
 
-# ---- cadence: default SPECTRUM_* settings, 500 Hz stream, nperseg 256, noverlap 128 ----------
-DEFAULT_FRAME_RATE_HZ = 500 / (256 - 128)  # ~3.9 frames/s
-LIVE_WINDOW_SEC = 120
-#: Grafana Live keeps at most Max data points rows per channel in the browser; twice the
-#: default cadence over the visible window leaves room for a bridge run with a smaller hop.
-LIVE_MAX_DATA_POINTS = 100 * math.ceil(2 * DEFAULT_FRAME_RATE_HZ * LIVE_WINDOW_SEC / 100)
+# ---- cadence ------------------------------------------------------------------------------------
+LIVE_WINDOW_SEC = layout.LIVE_WINDOW_SEC
+#: Grafana Live keeps at most Max data points rows per channel in the browser, and trims to the
+#: window: rate x window x 1.25 (grafana_layout.live_buffer_rows) for 1 kHz / hop 32, the fastest
+#: default cadence; the bridge rewrites it for its own frame rate when it updates the dashboard.
+LIVE_MAX_DATA_POINTS = layout.live_buffer_rows(layout.PROVISIONED_FRAME_RATE_HZ)
+#: The InfluxDB panels of the live dashboard (backfill, health) re-query this often while the Live
+#: panels stream (a dashboard refresh keeps Live subscriptions and their browser buffers).
+LIVE_REFRESH = "10s"
 #: Lower bound of $__interval / v.windowPeriod on history panels: below the frame period every
 #: bucket would hold one frame or none, so short ranges get raw frames and no gaps.
 HISTORY_MIN_INTERVAL = "250ms"
@@ -362,7 +367,7 @@ def stream_and_channel_variables(datasource: Json, language: str, refresh: int) 
 
 
 def dashboard(uid: str, title: str, *, description: str, panels: list[Json], variables: list[Json],
-              time_from: str, live_now: bool, annotations: list[Json]) -> Json:
+              time_from: str, live_now: bool, annotations: list[Json], refresh: str = "") -> Json:
     return {
         "uid": uid,
         "title": title,
@@ -371,7 +376,7 @@ def dashboard(uid: str, title: str, *, description: str, panels: list[Json], var
         "editable": True,
         "graphTooltip": 1,  # shared crosshair: the same instant in every channel
         "liveNow": live_now,
-        "refresh": "",
+        "refresh": refresh,
         "schemaVersion": SCHEMA_VERSION,
         "version": 1,
         "time": {"from": time_from, "to": "now"},
@@ -412,15 +417,82 @@ def dashboard(uid: str, title: str, *, description: str, panels: list[Json], var
     }
 
 
-def live_dashboard() -> Json:
-    """Live heatmaps from Grafana Live, each above the same channel's last minutes from InfluxDB.
+#: Band power (integrated over the band, dB of µV²) sits higher than a PSD value per Hz.
+BAND_COLOR_MIN_DB = -10
+BAND_COLOR_MAX_DB = 40
+QUALITY_COLORS = (("0", "good", "green"), ("1", "warn", "yellow"), ("2", "bad", "red"))
 
-    Grafana Live keeps only the last pushed frame on the server, so a freshly opened page starts
-    empty; the InfluxDB panel underneath shows what happened before. One repeated row per
-    channel keeps each pair together.
+
+def live_target(measurement: str) -> Json:
+    return {"refId": "A", "datasource": LIVE_DS, "queryType": "measurements",
+            "channel": f"stream/${layout.STREAM_ID_VARIABLE}/{measurement}"}
+
+
+def band_overview_panel(band: str, grid: Json) -> Json:
+    """One heatmap per band, channels on the y axis: one Live subscription for every channel.
+
+    Field names are channel names, not numbers, so the heatmap keeps the frame's field order, which
+    Grafana Live's converter sorted by name (docs/grafana_eeg_heatmap_setup.md, "Channel order").
+    """
+    panel = heatmap_panel(
+        f"{band} power, every channel",
+        [live_target(f"band_{band}")],
+        datasource=LIVE_DS,
+        grid=grid,
+        max_data_points=LIVE_MAX_DATA_POINTS,
+        description=f"Absolute {band} band power (dB) per channel, pushed by eeg-bridge as band_{band}.",
+    )
+    options = panel["options"]
+    options["color"] = {**options["color"], "min": BAND_COLOR_MIN_DB, "max": BAND_COLOR_MAX_DB}
+    options["rowsFrame"] = {"layout": "unknown", "value": "dB"}
+    # Channels sorted A..Z from the top.
+    options["yAxis"] = {"axisPlacement": "left", "axisLabel": "Channel", "reverse": True, "unit": "none"}
+    return panel
+
+
+def quality_overview_panel(grid: Json) -> Json:
+    """Per-channel quality state over time: one row per channel, one Live subscription."""
+    mappings = {code: {"text": text, "color": color, "index": i} for i, (code, text, color) in enumerate(QUALITY_COLORS)}
+    mappings[str(layout.FILL_STATE)] = {"text": "no frame", "color": "transparent", "index": len(QUALITY_COLORS)}
+    return {
+        "type": "state-timeline",
+        "title": "Signal quality, every channel",
+        "description": "0 good, 1 warn, 2 bad per channel (docs/data-model.md, eeg_quality), pushed as quality.",
+        "datasource": LIVE_DS,
+        "gridPos": grid,
+        "maxDataPoints": LIVE_MAX_DATA_POINTS,
+        "targets": [live_target("quality")],
+        "fieldConfig": {
+            "defaults": {
+                "color": {"mode": "thresholds"},
+                "thresholds": {"mode": "absolute", "steps": [{"color": "transparent", "value": None}]},
+                "mappings": [{"type": "value", "options": mappings}],
+                "custom": {"fillOpacity": 90, "lineWidth": 0},
+            },
+            "overrides": [],
+        },
+        "options": {
+            "showValue": "never",
+            "mergeValues": True,
+            "alignValue": "left",
+            "rowHeight": 1,
+            "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+            "tooltip": {"mode": "single", "sort": "none"},
+        },
+    }
+
+
+def live_dashboard() -> Json:
+    """Overview of every channel on top, then health, then detail spectrograms of chosen channels.
+
+    Nothing live depends on InfluxDB: the overview needs no variable, the detail rows repeat over a
+    custom ``$channel`` that the bridge keeps current (bridge/sinks/grafana_dashboard.py). Grafana
+    Live keeps only the last pushed frame on the server, so a freshly opened page starts empty; the
+    InfluxDB panel under each live heatmap shows what happened before. Subscriptions: one per band,
+    one for quality, one per detail channel, under Centrifuge's 128 per browser by default.
     """
     live_stream = {
-        "name": "live_stream",
+        "name": layout.STREAM_ID_VARIABLE,
         "label": "Live stream id (GRAFANA_STREAM_ID)",
         "type": "textbox",
         "query": DEFAULT_STREAM_ID,
@@ -428,20 +500,23 @@ def live_dashboard() -> Json:
         "options": [{"selected": True, "text": DEFAULT_STREAM_ID, "value": DEFAULT_STREAM_ID}],
         "hide": 0,
     }
-    live_target = {
-        "refId": "A",
-        "datasource": LIVE_DS,
-        "queryType": "measurements",
-        "channel": "stream/$live_stream/$channel",
-    }
-    health = health_row("influxql", 0, time_from=LIVE_HEALTH_WINDOW)
-    y = 1 + HEALTH_PANEL_HEIGHT
+    overview_h = 12
+    bands = layout.DEFAULT_BANDS
+    overview: list[Json] = [row("Overview: every channel ($live_stream)", 0)]
+    cells = [*(("band", b) for b in bands), ("quality", "")]
+    for i, (kind, band) in enumerate(cells):
+        grid = {"h": overview_h, "w": 8, "x": 8 * (i % 3), "y": 1 + overview_h * (i // 3)}
+        overview.append(band_overview_panel(band, grid) if kind == "band" else quality_overview_panel(grid))
+    y = 1 + overview_h * math.ceil(len(cells) / 3)
+    health = health_row("influxql", y, time_from=LIVE_HEALTH_WINDOW)
+    y += 1 + HEALTH_PANEL_HEIGHT
     panels = [
+        *overview,
         *health,
-        row("$channel", y, repeat="channel"),
+        row("$channel", y, repeat=layout.CHANNEL_VARIABLE),
         heatmap_panel(
             "$channel: live",
-            [live_target],
+            [live_target("$channel")],
             datasource=LIVE_DS,
             grid={"h": 9, "w": 24, "x": 0, "y": y + 1},
             max_data_points=LIVE_MAX_DATA_POINTS,
@@ -456,15 +531,18 @@ def live_dashboard() -> Json:
             description="The archived frames of the same channel, so a refresh never shows an empty page.",
         ),
     ]
+    stream = query_variable("stream", "LSL stream (InfluxDB)", INFLUXQL_DS, "streams_influxql", multi=False, refresh=1)
     return dashboard(
-        "eeg-live-spectrogram",
+        layout.LIVE_DASHBOARD_UID,
         "EEG live spectrogram",
-        description="Per-channel power spectra (dB) streamed by eeg-bridge.",
+        description="Band power and quality of every channel, and power spectra (dB) of chosen channels, "
+        "streamed by eeg-bridge.",
         panels=panels,
-        variables=[live_stream, *stream_and_channel_variables(INFLUXQL_DS, "influxql", refresh=1)],
+        variables=[live_stream, layout.channel_variable([]), stream],
         time_from=f"now-{LIVE_WINDOW_SEC // 60}m",
         live_now=True,
         annotations=[marker_annotation("influxql")],
+        refresh=LIVE_REFRESH,
     )
 
 

@@ -139,7 +139,11 @@ def test_every_heatmap_avoids_the_known_pitfalls() -> None:
         where = f"{name}: {panel['title']}"
         assert options["calculate"] is False, where  # bins are given, not to be re-bucketed
         assert options["filterValues"]["le"] < LOWEST_DB, where  # default 1e-9 hides every dB <= 0
-        assert options["yAxis"]["unit"] == "hertz", where
+        live_channel = panel["targets"][0].get("channel", "")
+        if "/band_" in live_channel:  # overview: channels on the y axis
+            assert options["yAxis"]["unit"] == "none" and options["yAxis"]["axisLabel"] == "Channel", where
+        else:
+            assert options["yAxis"]["unit"] == "hertz", where
         assert options["rowsFrame"]["layout"] in {"unknown", "le", "ge"}, where
         color = options["color"]
         assert isinstance(color["min"], (int, float)) and isinstance(color["max"], (int, float)), where
@@ -147,31 +151,45 @@ def test_every_heatmap_avoids_the_known_pitfalls() -> None:
 
 
 def test_live_dashboard_scrolls_and_buffers_the_visible_window() -> None:
+    """The browser keeps Max data points rows per Live channel (StreamingDataFrame maxLength): they
+    must hold the whole window at the fastest default cadence, 1 kHz with hop 32 (31.25 frames/s)."""
     board = BOARDS["eeg-live-spectrogram.json"]
     assert board["liveNow"] is True
     window = board["time"]
     assert window["to"] == "now"
     minutes = int(re.fullmatch(r"now-(\d+)m", window["from"]).group(1))
-    hop = OPTION_DEFAULTS["spectrum_nperseg"] - OPTION_DEFAULTS["spectrum_noverlap"]
-    frames_visible = math.ceil(minutes * 60 * 500 / hop)  # the simulator's 500 Hz
-    live = [p for p in panels(board) if p["type"] == "heatmap" and p["datasource"]["uid"] == "grafana"]
-    assert live
+    frames_visible = math.ceil(minutes * 60 * 1000 / 32)
+    live = [p for p in panels(board) if p.get("datasource", {}).get("uid") == "grafana"]
+    assert len(live) == 7  # five bands, quality, the detail heatmap
     for panel in live:
-        assert panel["maxDataPoints"] >= frames_visible
+        assert panel["maxDataPoints"] >= frames_visible, panel["title"]
+
+
+def test_live_dashboard_refreshes_its_influxdb_panels() -> None:
+    board = BOARDS["eeg-live-spectrogram.json"]
+    # Before: refresh "" and the backfill / health panels stayed as loaded while Live streamed.
+    seconds = history_assertions.duration_ns(board["refresh"]) / 1e9
+    assert 0 < seconds <= OPTION_DEFAULTS["health_write_interval_sec"]
 
 
 def test_live_channels_address_the_bridge_defaults() -> None:
     board = BOARDS["eeg-live-spectrogram.json"]
     stream_id = variables(board)["live_stream"]["current"]["value"]
     assert stream_id == OPTION_DEFAULTS["grafana_stream_id"]
-    live_targets = [t for _, _, t in targets() if t["datasource"]["uid"] == "grafana"]
-    assert live_targets
+    live_targets = [
+        {"datasource": p["datasource"], **t} for p in panels(board) if p.get("datasource", {}).get("uid") == "grafana"
+        for t in p["targets"]
+    ]
+    addresses = []
     for target in live_targets:
         assert target["datasource"] == {"type": "datasource", "uid": "grafana"}
         assert target["queryType"] == "measurements"
         address = target["channel"].replace("$live_stream", stream_id).replace("$channel", "Fz")
-        assert address == f"stream/{stream_id}/Fz"
         assert re.fullmatch(r"stream/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+", address) and len(address) <= 160
+        addresses.append(address)
+    bands = ("delta", "theta", "alpha", "beta", "gamma")  # SPECTRUM_BANDS default (docs/data-model.md)
+    assert sorted(addresses) == sorted([f"stream/{stream_id}/Fz", f"stream/{stream_id}/quality",
+                                        *(f"stream/{stream_id}/band_{b}" for b in bands)])
 
 
 def test_each_live_heatmap_has_the_same_channel_from_influxdb_underneath() -> None:
@@ -180,11 +198,24 @@ def test_each_live_heatmap_has_the_same_channel_from_influxdb_underneath() -> No
     (row,) = [r for r in rows if r.get("repeat")]
     assert row["repeat"] == "channel" and row["collapsed"] is False
     assert rows[-1] is row, "panels after the repeated row would be repeated with it"
-    live, backfill = [p for p in board["panels"] if p["type"] == "heatmap"]
+    inside = board["panels"][board["panels"].index(row) + 1:]
+    live, backfill = [p for p in inside if p["type"] == "heatmap"]
     assert row["gridPos"]["y"] < live["gridPos"]["y"]
     assert live["datasource"]["uid"] == "grafana" and backfill["datasource"]["type"] == "influxdb"
     assert backfill["gridPos"]["y"] == live["gridPos"]["y"] + live["gridPos"]["h"]
     assert backfill["targets"][0]["query"] == queries.get("live_backfill_influxql").text
+
+
+def test_overview_row_is_first_and_needs_no_variable() -> None:
+    board = BOARDS["eeg-live-spectrogram.json"]
+    first = board["panels"][0]
+    assert first["type"] == "row" and first["title"].startswith("Overview") and not first.get("repeat")
+    overview = board["panels"][1:7]
+    assert [p["type"] for p in overview] == ["heatmap"] * 5 + ["state-timeline"]
+    for panel in overview:
+        assert "$channel" not in json.dumps(panel)
+    quality = overview[-1]["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert {k: v["text"] for k, v in quality.items()} == {"0": "good", "1": "warn", "2": "bad", "-1": "no frame"}
 
 
 def test_every_query_text_comes_from_queries_py() -> None:
@@ -200,8 +231,9 @@ def test_every_query_text_comes_from_queries_py() -> None:
             language = language_of(item["datasource"])
             assert (language, item["query"]) in known, f"{name}: query not in queries.py: {item['query']!r}"
             seen += 1
-    # 3 boards x (5 health panels + 1 annotation + 2 variables) + 1 history heatmap each + live backfill
-    assert seen == 3 * 8 + 3
+    # 3 boards x (5 health panels + 1 annotation + 1 stream variable) + the history boards' channel
+    # variables + 1 history heatmap each + live backfill (the live $channel is a custom variable)
+    assert seen == 3 * 7 + 2 + 2 + 1
 
 
 def test_the_dashboards_use_every_health_and_marker_query() -> None:
@@ -244,6 +276,10 @@ def test_variables_come_from_stored_tags() -> None:
         found = variables(board)
         stream, channel = found["stream"], found["channel"]
         assert "stream_name" in stream["query"], name
+        if name == "eeg-live-spectrogram.json":
+            # kept current by the bridge, no datasource; no All (256 would pass the 128-channel limit)
+            assert channel["type"] == "custom" and channel["multi"] and not channel["includeAll"], name
+            continue
         assert "channel" in channel["query"] and "stream" in channel["query"].replace("stream_name", ""), name
         assert channel["multi"] and channel["includeAll"], name
         assert not channel.get("allValue"), "All must expand to the values, for the regex (a|b|c)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime
 import gzip
+import json
 import os
 import socket
 import subprocess
@@ -696,3 +697,105 @@ def test_runs_as_a_process() -> None:
         _, stderr = process.communicate(timeout=10)
     assert process.returncode == 0
     assert "{200: 1}" in stderr
+
+
+# ---- browser buffer, service accounts, dashboards (Grafana source paths in grafana_standin.py) -------
+
+from tests.grafana_standin import CLIENT_CHANNEL_LIMIT, SA_ACCOUNT_EXISTS, SA_TOKEN_EXISTS, render_dashboard  # noqa: E402
+
+
+def test_browser_buffer_trims_to_max_rows_then_to_the_time_span(grafana_live_factory: GrafanaLiveFactory) -> None:
+    # StreamingDataFrame circPush: keep maxLength rows, then cut at the row closest to newest - maxDelta.
+    standin = grafana_live_factory(browser_max_rows=8, browser_max_delta_ms=4500)
+    body = "".join(f"Fz a={i} {i * 10**9}\n" for i in range(10)).encode()
+    assert push(standin, body).status_code == 200
+    # rows 2..9 survive maxLength; 9 s - 4.5 s = 4.5 s: closest row is 4 (tie goes to the older row)
+    assert [r.time_ms for r in standin.browser_rows(FZ)] == [4000, 5000, 6000, 7000, 8000, 9000]
+
+
+def test_browser_sees_millisecond_times(grafana_live: GrafanaLiveStandIn) -> None:
+    assert push(grafana_live, b"Fz a=1 1000000000\nFz a=2 1000400000\n").status_code == 200
+    rows = grafana_live.browser_rows(FZ)
+    assert [r.time_ns for r in rows] == [1_000_000_000, 1_000_400_000]
+    assert [r.time_ms for r in rows] == [1000, 1000]  # the nanos travel apart and are ignored
+
+
+def test_provisioned_live_buffer_holds_the_window_at_31_frames_per_second(
+    grafana_live_factory: GrafanaLiveFactory,
+) -> None:
+    board = json.loads((Path(__file__).resolve().parents[1] / "dashboards" / "eeg-live-spectrogram.json").read_text())
+    detail = next(p for p in board["panels"] if p.get("title") == "$channel: live")
+    window_ms = 120_000
+    standin = grafana_live_factory(browser_max_rows=detail["maxDataPoints"], browser_max_delta_ms=window_ms)
+    period_ns, count = 32_000_000, 130 * 1000 // 32  # 130 s at 1 kHz / hop 32
+    for start in range(0, count, 500):
+        body = "".join(f"Fz a=1 {k * period_ns}\n" for k in range(start, min(start + 500, count))).encode()
+        assert push(standin, body).status_code == 200
+    rows = standin.browser_rows(FZ)
+    assert rows[-1].time_ms - rows[0].time_ms >= window_ms - period_ns // 10**6
+
+
+def _sa(standin: GrafanaLiveStandIn, method: str, path: str, body: dict | None = None,
+        headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.request(method, standin.url + path, json=body, timeout=10,
+                         headers=headers or basic(ADMIN_USER, ADMIN_PASSWORD))
+
+
+def test_service_account_api_status_codes_and_bodies(grafana_live: GrafanaLiveStandIn) -> None:
+    created = _sa(grafana_live, "POST", "/api/serviceaccounts", {"name": "a", "role": "Editor"})
+    assert created.status_code == 201 and created.json()["role"] == "Editor"
+    again = _sa(grafana_live, "POST", "/api/serviceaccounts", {"name": "a", "role": "Editor"})
+    assert (again.status_code, again.json()) == (
+        400, {"message": SA_ACCOUNT_EXISTS[1], "messageId": "serviceaccounts.ErrAlreadyExists", "statusCode": 400}
+    )
+    other = _sa(grafana_live, "POST", "/api/serviceaccounts", {"name": "b", "role": "Viewer"}).json()
+    first = _sa(grafana_live, "POST", f"/api/serviceaccounts/{created.json()['id']}/tokens", {"name": "t", "secondsToLive": 60})
+    assert first.status_code == 200 and first.json()["key"].startswith("glsa_")
+    # token names are unique in the organisation, not per account
+    clash = _sa(grafana_live, "POST", f"/api/serviceaccounts/{other['id']}/tokens", {"name": "t"})
+    assert (clash.status_code, clash.json()["messageId"]) == (400, SA_TOKEN_EXISTS[0])
+    negative = _sa(grafana_live, "POST", f"/api/serviceaccounts/{other['id']}/tokens", {"name": "u", "secondsToLive": -1})
+    assert (negative.status_code, negative.json()["messageId"]) == (400, "serviceaccounts.ErrInvalidInput")
+    listed = _sa(grafana_live, "GET", f"/api/serviceaccounts/{created.json()['id']}/tokens").json()
+    assert [(t["name"], t["hasExpired"]) for t in listed] == [("t", False)] and listed[0]["expiration"]
+    assert push(grafana_live, b"Fz a=1 1", headers=bearer(first.json()["key"])).status_code == 200
+    gone = _sa(grafana_live, "DELETE", f"/api/serviceaccounts/{created.json()['id']}/tokens/{listed[0]['id']}")
+    assert gone.status_code == 200
+    assert push(grafana_live, b"Fz a=1 1", headers=bearer(first.json()["key"])).status_code == 401
+    assert _sa(grafana_live, "DELETE", f"/api/serviceaccounts/{created.json()['id']}/tokens/999").status_code == 404
+    assert _sa(grafana_live, "GET", "/api/serviceaccounts/search", headers=bearer(EDITOR_TOKEN)).status_code == 403
+
+
+def _board(variables: list[dict], panels: list[dict]) -> dict:
+    return {"uid": "x", "templating": {"list": variables}, "panels": panels}
+
+
+def _live_panel(channel: str, title: str = "p") -> dict:
+    return {"type": "heatmap", "title": title, "datasource": {"uid": "grafana"}, "targets": [{"channel": channel}]}
+
+
+def test_a_client_subscribes_to_at_most_128_channels() -> None:
+    board = _board([], [_live_panel(f"stream/eeg/c{i}", f"c{i}") for i in range(130)])
+    view = render_dashboard(board)
+    assert [p.title for p in view.panels if not p.shows_data] == ["c128", "c129"]
+    assert CLIENT_CHANNEL_LIMIT == 128
+
+
+def test_rows_repeated_over_a_failing_query_variable_render_nothing() -> None:
+    variable = {"name": "channel", "type": "query", "query": "SHOW TAG VALUES", "multi": True, "includeAll": True,
+                "current": {"value": ["$__all"]}}
+    panels = [{"type": "row", "repeat": "channel"}, _live_panel("stream/eeg/$channel", "$channel")]
+    assert render_dashboard(_board([variable], panels), query_variable=lambda v: None).panels == ()
+    view = render_dashboard(_board([variable], panels), query_variable=lambda v: ["Fz", "Cz"])
+    assert [p.channels for p in view.panels] == [("stream/eeg/Fz",), ("stream/eeg/Cz",)]
+    custom = {"name": "channel", "type": "custom", "query": "Fz,Cz,Pz", "multi": True, "current": {"value": ["Cz"]}}
+    assert [p.title for p in render_dashboard(_board([custom], panels)).panels] == ["Cz"]
+
+
+def test_saving_a_locked_provisioned_dashboard_is_refused(grafana_live: GrafanaLiveStandIn) -> None:
+    grafana_live.provision_dashboard({"uid": "d", "title": "t"}, allow_ui_updates=False)
+    saved = _sa(grafana_live, "POST", "/api/dashboards/db", {"dashboard": {"uid": "d", "title": "u"}, "overwrite": True},
+                headers=bearer(EDITOR_TOKEN))
+    assert (saved.status_code, saved.json()) == (400, {"message": "Cannot save provisioned dashboard"})
+    viewer = _sa(grafana_live, "POST", "/api/dashboards/db", {"dashboard": {"uid": "e"}}, headers=bearer(VIEWER_TOKEN))
+    assert viewer.status_code == 403

@@ -71,3 +71,130 @@ def test_frames_without_bands_push_spectra_only(grafana_live: GrafanaLiveStandIn
     finally:
         sink.close(5)
     assert set(grafana_live.frames_published()) == {live_channel("eeg", "Fz"), live_channel("eeg", "Cz")}
+
+
+# ---- the live dashboard in a browser, with and without InfluxDB ------------------------------------
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import httpx  # noqa: E402
+import yaml  # noqa: E402
+
+from bridge.sinks import grafana_layout  # noqa: E402
+from tests.grafana_standin import CLIENT_CHANNEL_LIMIT, render_dashboard  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LIVE_JSON = ROOT / "dashboards" / "eeg-live-spectrogram.json"
+PERIOD_NS = 32_000_000  # 1 kHz, hop 32: 31.25 frames/s
+
+
+def _live_board() -> dict:
+    return json.loads(LIVE_JSON.read_text(encoding="utf-8"))
+
+
+def _allow_ui_updates() -> bool:
+    (provider,) = yaml.safe_load((ROOT / "provisioning" / "dashboards" / "eeg-bridge.yaml").read_text())["providers"]
+    return bool(provider["allowUiUpdates"])
+
+
+def _influxdb_down(_variable: object) -> None:
+    return None  # the datasource request failed
+
+
+def _run_frames(standin: GrafanaLiveStandIn, layout: FrameLayout, times_ns: list[int], *, bands: bool) -> None:
+    sink = _sink(standin)
+    sink.start()
+    try:
+        n = len(layout.channels)
+        for seq, t in enumerate(times_ns):
+            band_db = np.full((len(BANDS), n), 10.0, np.float32) if bands else None
+            state = np.zeros(n) if bands else None
+            frame = _frame(layout, seq, band_db, state)
+            sink.offer(SpectrumFrame(layout, seq, t, t, frame.power_db, band_db=frame.band_db, quality=frame.quality))
+            last = live_channel("eeg", layout.channels[0])
+            standin.wait_for(lambda t=t: any(r.time_ns == t for r in standin.browser_rows(last)), what=f"frame {seq}")
+    finally:
+        sink.close(5)
+
+
+def test_live_dashboard_shows_256_channels_live_with_influxdb_down(
+    grafana_live_factory,  # noqa: F811
+) -> None:
+    standin = grafana_live_factory()
+    standin.provision_dashboard(_live_board(), allow_ui_updates=_allow_ui_updates())
+    layout = FrameLayout("s", CHANNELS, np.array([1.0, 2.0]), 1000.0, BANDS)
+    times = [1_700_000_000 * 10**9 + k * PERIOD_NS for k in range(6)]
+    _run_frames(standin, layout, times, bands=True)
+    standin.wait_for(
+        lambda: "E1" in json.dumps(standin.dashboard(grafana_layout.LIVE_DASHBOARD_UID)["templating"]),
+        timeout=30, what="the bridge's update of the live dashboard",
+    )
+    view = standin.open_dashboard(grafana_layout.LIVE_DASHBOARD_UID, query_variable=_influxdb_down)
+    live = view.live_panels()
+    detail = [p for p in live if p.title.endswith(": live")]
+    assert [p.title for p in detail] == [f"{c}: live" for c in CHANNELS[: grafana_layout.DETAIL_CHANNELS_DEFAULT]]
+    assert all(p.shows_data for p in live)
+    subscribed = view.subscriptions()
+    assert len(subscribed) == 6 + grafana_layout.DETAIL_CHANNELS_DEFAULT <= CLIENT_CHANNEL_LIMIT
+    # every one of the 256 channels is on the overview: the band frames carry them all
+    for band in BANDS:
+        frame = standin.last_frame(live_channel("eeg", f"band_{band.name}"))
+        assert frame is not None and {f.name for f in frame.fields[2:]} == set(CHANNELS)
+    # and the buffer holds the window at the measured frame rate (31.25 frames/s)
+    expected_rows = grafana_layout.live_buffer_rows(1e9 / PERIOD_NS)
+    assert {p.max_data_points for p in live} == {expected_rows}
+    assert expected_rows >= grafana_layout.LIVE_WINDOW_SEC * 1e9 / PERIOD_NS
+
+
+def test_the_committed_dashboard_alone_shows_the_overview_without_influxdb() -> None:
+    view = render_dashboard(_live_board(), query_variable=_influxdb_down)
+    titles = [p.title for p in view.live_panels()]
+    assert titles == [f"{b} power, every channel" for b in grafana_layout.DEFAULT_BANDS] + [
+        "Signal quality, every channel"
+    ]
+
+
+def test_selecting_every_channel_of_256_passes_the_client_limit() -> None:
+    """Why the detail selection is bounded: Centrifuge refuses the 129th channel of a client."""
+    board = _live_board()
+    variable = grafana_layout.channel_variable(list(CHANNELS), selected=len(CHANNELS))
+    board["templating"]["list"] = [variable if v["name"] == "channel" else v for v in board["templating"]["list"]]
+    view = render_dashboard(board, query_variable=_influxdb_down)
+    refused = [p for p in view.live_panels() if not p.shows_data]
+    assert len(refused) == 6 + 256 - CLIENT_CHANNEL_LIMIT
+    assert grafana_layout.max_detail_channels() == CLIENT_CHANNEL_LIMIT - 6
+
+
+def test_a_dropped_frame_keeps_every_cell_one_frame_wide(grafana_live: GrafanaLiveStandIn) -> None:  # noqa: F811
+    layout = FrameLayout("s", ("Fz", "Cz"), np.array([1.0, 2.0]), 1000.0, BANDS)
+    t0 = 1_700_000_000 * 10**9
+    times = [t0 + k * PERIOD_NS for k in (0, 1, 2, 3, 5, 6)]  # frame 4 never arrives
+    _run_frames(grafana_live, layout, times, bands=True)
+    panel_le = next(p for p in _live_board()["panels"] if p["type"] == "heatmap")["options"]["filterValues"]["le"]
+    for measurement in ("Fz", "band_alpha"):
+        rows = grafana_live.browser_rows(live_channel("eeg", measurement))
+        stamps = [r.time_ns for r in rows]
+        assert stamps == [t0 + k * PERIOD_NS for k in range(7)], measurement
+        # the heatmap's cell width is the gap between its first two rows: one frame, wherever the drop is
+        assert rows[1].time_ms - rows[0].time_ms == PERIOD_NS // 10**6
+        filler = {k: v for k, v in rows[4].values.items() if k != "labels"}
+        assert filler and all(v is not None and v <= panel_le for v in filler.values()), "drawn empty"
+    quality = grafana_live.browser_rows(live_channel("eeg", "quality"))
+    assert {v for k, v in quality[4].values.items() if k != "labels"} == {float(grafana_layout.FILL_STATE)}
+
+
+def test_dashboard_sync_is_refused_for_a_locked_provisioned_dashboard(grafana_live: GrafanaLiveStandIn) -> None:  # noqa: F811
+    from bridge.sinks.grafana_dashboard import DashboardSyncError, sync_live_dashboard
+
+    grafana_live.provision_dashboard(_live_board(), allow_ui_updates=False)
+    try:
+        sync_live_dashboard(grafana_live.url, SecretStr(EDITOR_TOKEN), "eeg", ["Fz"], 4.0)
+    except DashboardSyncError as exc:
+        assert "allowUiUpdates" in str(exc)
+    else:
+        raise AssertionError("a locked provisioned dashboard must be refused")
+    response = httpx.get(f"{grafana_live.url}/api/dashboards/uid/{grafana_layout.LIVE_DASHBOARD_UID}",
+                         headers={"Authorization": f"Bearer {EDITOR_TOKEN}"})
+    assert "E1" not in response.text and response.json()["meta"]["provisioned"] is True

@@ -12,6 +12,16 @@ When the engine computed band power and quality for a frame (``frame.band_db`` /
 ``band_<name>`` with one field per EEG channel (dB), and one ``quality`` line (state 0/1/2 per
 channel): one Live subscription per band shows every channel, which is what lets the live
 dashboard's overview scale to 256 channels under Grafana Live's 128 subscriptions per browser.
+
+A frame that never reaches Grafana (dropped as stale, or its push failed) would leave a gap
+between two buffered rows, and the heatmap takes every cell's width from the gap between its
+first two rows: one missing frame near the start of the buffer doubles every cell for as long as
+that row stays first. So the next push carries a placeholder row at each missing time of a
+regular stream (value ``FILL_DB``, hidden by the panels' ``filterValues.le``): the gap shows as
+one empty column of the right width.
+
+With a token, the sink also keeps the live dashboard's channel list and buffer length current
+(bridge/sinks/grafana_dashboard.py), once per stream layout, from a background thread.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from bridge.config import GrafanaSettings
 from bridge.frame import FrameLayout, SpectrumFrame
 from bridge.codecs.line_protocol import LineProtocolEncoder, escape_key, escape_measurement
 from bridge.observe.metrics import SinkMetrics
+from bridge.sinks import grafana_layout
+from bridge.sinks.grafana_dashboard import DashboardSyncError, sync_live_dashboard
 from bridge.sinks.retry import Backoff, DeliveryError, TransientError, classify_status
 from bridge.sinks.base import SinkHealth, delivery_retrying, split_lines
 
@@ -88,6 +100,19 @@ class _OverviewLines:
         fields = ",".join(f"{k}={v:{fmt}}" for k, v in zip(self._keys, values.tolist()))
         return f"{measurement} {fields} {stamp}\n"
 
+    def fill(self, stamps: list[int]) -> bytes:
+        """Placeholder band/quality lines at ``stamps`` (missing frames), same fields as always."""
+        lines = []
+        for stamp in stamps:
+            lines.extend(
+                f"{m} " + ",".join(f"{k}={grafana_layout.FILL_DB:.0f}" for k in self._keys) + f" {stamp}\n"
+                for m in self._bands
+            )
+            lines.append(
+                f"{QUALITY_MEASUREMENT} " + ",".join(f"{k}={grafana_layout.FILL_STATE}" for k in self._keys) + f" {stamp}\n"
+            )
+        return "".join(lines).encode()
+
     def encode(self, frame: SpectrumFrame) -> tuple[bytes, int]:
         """(body, values skipped) for the frame's band power and quality; empty when it has none."""
         lines: list[str | None] = []
@@ -98,6 +123,40 @@ class _OverviewLines:
             lines.append(self._line(QUALITY_MEASUREMENT, frame.quality.state.astype(np.float64), ".0f", frame.time_ns))
         skipped = sum(len(self._keys) for line in lines if line is None)
         return "".join(line for line in lines if line is not None).encode(), skipped
+
+
+class _Cadence:
+    """Times of one series of rows; names the rows missing before the next one of a regular stream.
+
+    The period is the smallest gap among the last few (a gap after a drop is a multiple of it).
+    Gaps longer than the dashboard window are left alone: the browser trims those rows anyway.
+    """
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.gaps: deque[int] = deque(maxlen=16)
+
+    @property
+    def period(self) -> int | None:
+        return min(self.gaps) if self.gaps else None
+
+    def rate_hz(self) -> float | None:
+        """Frames per second once three gaps were seen, else None."""
+        return 1e9 / min(self.gaps) if len(self.gaps) >= 3 else None
+
+    def missing(self, time_ns: int, regular: bool) -> list[int]:
+        stamps: list[int] = []
+        period, last = self.period, self.last
+        if last is not None and time_ns > last:
+            gap = time_ns - last
+            if regular and period is not None and gap > 1.5 * period:
+                k = round(gap / period) - 1
+                if k * period <= grafana_layout.LIVE_WINDOW_SEC * 1e9:
+                    stamps = [last + round(i * gap / (k + 1)) for i in range(1, k + 1)]
+            self.gaps.append(gap)
+        if last is None or time_ns > last:
+            self.last = time_ns
+        return stamps
 
 
 class _Transport(Protocol):
@@ -200,9 +259,14 @@ class GrafanaLiveSink:
         self.metrics = metrics
         self.health = SinkHealth(self.name, log)
         self._renew = renew
+        self._token = token
         self._transport = self._open(token)
         self._encoder = LineProtocolEncoder(measurement=None, tag_channel=False, tag_stream=False)
         self._overview: _OverviewLines | None = None
+        self._spectra_cadence = _Cadence()
+        self._overview_cadence = _Cadence()
+        self._cadence_layout: FrameLayout | None = None
+        self._synced_layout: FrameLayout | None = None
         self._queue: deque[SpectrumFrame] = deque()
         self._ready = threading.Condition()
         self._stopping = threading.Event()
@@ -215,6 +279,7 @@ class GrafanaLiveSink:
         assert self._renew is not None
         token = self._renew()
         if token is not None:
+            self._token = token
             self._transport.close()
             self._transport = self._open(token)
             log.info("grafana: renewed the bridge's service-account token after a 401")
@@ -262,13 +327,24 @@ class GrafanaLiveSink:
         frame = self._take()
         if frame is None:
             return
+        if self._cadence_layout is not frame.layout:
+            self._cadence_layout = frame.layout
+            self._spectra_cadence, self._overview_cadence = _Cadence(), _Cadence()
+        regular = frame.layout.srate > 0
         encoded = self._encoder.encode(frame)
         body, skipped = encoded.body, encoded.values_skipped
+        missing = self._spectra_cadence.missing(frame.time_ns, regular)
+        if missing:
+            fill = np.full(frame.layout.shape, grafana_layout.FILL_DB, np.float32)
+            body = self._encoder.encode_many(
+                [SpectrumFrame(frame.layout, frame.seq, t, t, fill) for t in missing]
+            ).body + body
         if frame.band_db is not None or frame.quality is not None:
             if self._overview is None or self._overview.layout is not frame.layout:
                 self._overview = _OverviewLines(frame.layout)
             extra, extra_skipped = self._overview.encode(frame)
-            body, skipped = body + extra, skipped + extra_skipped
+            missing = self._overview_cadence.missing(frame.time_ns, regular)
+            body, skipped = body + self._overview.fill(missing) + extra, skipped + extra_skipped
         self.health.skipped(self.metrics, skipped)
         if not body:
             return
@@ -281,6 +357,27 @@ class GrafanaLiveSink:
             raise
         self.metrics.succeeded(1, frame.newest_sample_ns)
         self.health.ok()
+        self._maybe_sync(frame.layout)
+
+    def _maybe_sync(self, layout: FrameLayout) -> None:
+        """Once per stream layout, when the frame rate is known, update the live dashboard."""
+        if self._token is None or (self._synced_layout is not None and self._synced_layout.same_axes(layout)):
+            return
+        rate = self._spectra_cadence.rate_hz()
+        if rate is None:
+            return
+        self._synced_layout = layout
+        token, settings = self._token, self.settings
+
+        def run() -> None:
+            try:
+                sync_live_dashboard(settings.url, token, settings.stream_id, layout.channels, rate,
+                                    verify=settings.tls.context(), timeout=max(settings.timeout_sec, 5.0))
+                log.info("grafana: live dashboard lists the %d channels of %s", len(layout.channels), layout.stream)
+            except DashboardSyncError as exc:
+                log.warning("grafana: could not update the live dashboard (live push continues): %s", exc)
+
+        threading.Thread(target=run, name="grafana-dashboard-sync", daemon=True).start()
 
     def _run(self) -> None:
         retrying = delivery_retrying(BACKOFF, self._stopping, self.health, self.metrics)

@@ -337,3 +337,130 @@ def test_long_schema_line_count_and_bins_at_full_size() -> None:
     names = bin_field_names(lay.frequencies)
     assert [tags["frequency_bin"] for _, tags, _, _ in parsed] == list(names) * 64
     assert {fields[0][0] for _, _, fields, _ in parsed} == {"power"}
+
+
+# ---- encode once: value words shared by every sink ---------------------------------------------
+def random_frames(seed: int, count: int = 8) -> list[SpectrumFrame]:
+    rng = np.random.default_rng(seed)
+    lay = layout([f"ch{i}" for i in range(6)], np.linspace(0, 125, 21))
+    frames = []
+    for i in range(count):
+        values = rng.normal(-10, 30, lay.shape) * rng.choice([1e-3, 1, 1e2, 1e5], lay.shape)
+        if i % 3 == 1:
+            values[rng.integers(6), rng.integers(21)] = rng.choice([np.nan, np.inf, 1e13])
+        frames.append(SpectrumFrame(lay, i, TS + i * 512_000_000, TS, values.astype(np.float32)))
+    return frames
+
+
+def python_body(f: SpectrumFrame, **kwargs) -> bytes:
+    """The documented output, the plain-Python way (a channel with a bad value is left out)."""
+    names = bin_field_names(f.layout.frequencies)
+    lines = []
+    for ch, row in zip(f.layout.channels, f.power_db):
+        if not np.all(np.abs(row.astype(np.float64)) < lp.MAX_ABS_VALUE):
+            continue
+        series = ch if kwargs.get("measurement", "") is None else f"eeg_spectrum,channel={ch},stream_name=SimEEG"
+        lines.append(series + " " + ",".join(f"{n}={py_fixed(v)}" for n, v in zip(names, row)) + f" {f.time_ns}\n")
+    return "".join(lines).encode()
+
+
+def test_value_words_are_made_once_per_frame_and_shared_by_both_sinks(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[int] = []
+    real = lp._compute_value_words
+    monkeypatch.setattr(lp, "_compute_value_words", lambda values, d: made.append(id(values)) or real(values, d))
+    frames = random_frames(1)
+    live, archive, long = LineProtocolEncoder(**GRAFANA), LineProtocolEncoder(), LineProtocolEncoder(schema="long")
+    live_bodies = [live.encode(f).body for f in frames]  # the live sink goes first, frame by frame
+    archived = archive.encode_many(frames)  # the archive later, as one batch
+    long.encode_many(frames)
+    assert len(made) == len(frames)  # once per frame, whatever encoded it
+    assert live_bodies == [python_body(f, measurement=None) for f in frames]
+    assert archived.body == b"".join(python_body(f) for f in frames)
+
+
+def test_shared_words_from_concurrent_sinks_give_the_same_bodies_as_unshared() -> None:
+    import threading
+
+    frames = random_frames(2, count=40)
+    expected_live = [python_body(f, measurement=None) for f in frames]
+    expected_archive = b"".join(python_body(f) for f in frames)
+    got: dict[str, object] = {}
+
+    def live() -> None:
+        encoder = LineProtocolEncoder(**GRAFANA)
+        got["live"] = [encoder.encode(f).body for f in frames]
+
+    def archive() -> None:
+        encoder = LineProtocolEncoder()
+        got["archive"] = b"".join(encoder.encode_many(frames[i : i + 7]).body for i in range(0, len(frames), 7))
+
+    threads = [threading.Thread(target=live), threading.Thread(target=archive)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got["live"] == expected_live and got["archive"] == expected_archive
+
+
+def test_shared_words_stay_within_their_byte_bound() -> None:
+    cache = lp._SharedWords(max_bytes=50_000)
+    frames = random_frames(3, count=30)
+    for f in frames:
+        cache.get(f, 3)
+    per_frame = lp._compute_value_words(frames[0].power_db, 3).nbytes + frames[0].power_db.nbytes
+    assert 0 < cache._bytes <= 50_000 and len(cache._items) == 50_000 // per_frame
+    assert list(cache._items)[-1][0] is frames[-1]  # the newest are kept
+
+
+# ---- tables with named fields: eeg_bands, eeg_quality --------------------------------------------
+def derived_frame(quality_values, band_db, band_rel, state=(0, 2), flags=(0, 5)) -> SpectrumFrame:
+    from bridge.frame import Band, ChannelQuality
+
+    lay = FrameLayout("Sim EEG", ("Fz", "Cz"), np.array([0.0, 1.0]), bands=(Band("alpha", 8, 13), Band("beta", 13, 30)))
+    return SpectrumFrame(
+        lay, 0, TS, TS, np.zeros((2, 2), np.float32),
+        band_db=np.array(band_db, np.float32), band_rel=np.array(band_rel, np.float32),
+        quality=ChannelQuality(np.array(state, np.int8), np.array(flags, np.uint8), np.array(quality_values, np.float32)),
+    )
+
+
+def test_band_and_quality_lines_match_hand_written_ones() -> None:
+    nan = float("nan")
+    f = derived_frame(
+        [[1.5, nan], [-0.25, nan], [0.0039062, nan], [0.5, 31.25], [-12.0, nan]],
+        band_db=[[10.5, -300.0], [-3.25, 2.0]],
+        band_rel=[[0.75, 0.0], [0.25, 1.0]],
+    )
+    result = lp.DerivedEncoder(bands_measurement="b", quality_measurement="q").encode_many([f])
+    assert result.body == (
+        b"b,channel=Fz,stream_name=Sim\\ EEG alpha=10.500,alpha_rel=0.750000,beta=-3.250,beta_rel=0.250000 1732252800125000000\n"
+        b"b,channel=Cz,stream_name=Sim\\ EEG alpha=-300.000,alpha_rel=0.000000,beta=2.000,beta_rel=1.000000 1732252800125000000\n"
+        b"q,channel=Fz,stream_name=Sim\\ EEG std=1.500,dc_offset=-0.250,rail_fraction=0.003906,line_noise_db=0.500,hf_ratio_db=-12.000,state=0i,flags=0i 1732252800125000000\n"
+        b"q,channel=Cz,stream_name=Sim\\ EEG line_noise_db=31.250,state=2i,flags=5i 1732252800125000000\n"
+    )
+    assert (result.lines, result.values_skipped) == (4, 4)  # the four NaN numbers are left out
+    parsed = parse(result.body)
+    assert [m for m, *_ in parsed] == ["b", "b", "q", "q"]
+
+
+def test_tables_skip_frames_without_the_product_and_batch_like_single_frames() -> None:
+    rng = np.random.default_rng(4)
+    frames = []
+    for i in range(6):
+        q = rng.normal(0, 1e4, (5, 2))
+        q[rng.integers(5), rng.integers(2)] = np.nan
+        f = derived_frame(q, rng.normal(0, 50, (2, 2)), rng.uniform(0, 1, (2, 2)))
+        frames.append(f if i % 2 else SpectrumFrame(f.layout, i, TS + i, TS, f.power_db))  # every other: none
+    encoder = lp.DerivedEncoder()
+    one_by_one = [encoder.encode_many([f]) for f in frames]
+    assert [r.lines for r in one_by_one] == [0, 4, 0, 4, 0, 4]
+    # a batch: every frame's band lines, then every frame's quality lines
+    bands = b"".join(encoder.bands.encode_many([f]).body for f in frames)
+    quality = b"".join(encoder.quality.encode_many([f]).body for f in frames)
+    assert encoder.encode_many(frames).body == bands + quality
+    assert sorted(bands.splitlines() + quality.splitlines()) == sorted(b"".join(r.body for r in one_by_one).splitlines())
+    lines = parse(quality)
+    for _, tags, fields, _ in lines:
+        assert tags["stream_name"] == "Sim EEG" and [k for k, _ in fields][-2:] == ["state", "flags"]
+    # one NaN number per frame, in Fz or Cz: left out of its line, the rest written
+    assert [sorted(len(line[2]) for line in lines[k : k + 2]) for k in (0, 2, 4)] == [[6, 7]] * 3

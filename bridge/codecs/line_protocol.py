@@ -19,16 +19,21 @@ exactly the digits Python's ``f"{x:.3f}"`` would (except that ``-0.000`` is writ
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
 from bridge.frame import FrameLayout, SpectrumFrame
 
 __all__ = [
+    "Column",
+    "DerivedEncoder",
     "EncodeResult",
     "LineProtocolEncoder",
+    "TableEncoder",
     "bin_field_names",
     "escape_key",
     "escape_measurement",
@@ -207,6 +212,26 @@ class _LayoutParts:
         return self.prefix.shape[1] + self.cells * (self.head.shape[1] + value_width) + tail_width
 
 
+def _layout_parts(layout: FrameLayout, prefixes: Sequence[str], fields: Sequence[str]) -> _LayoutParts:
+    """Parts for lines with these (escaped) prefixes and explicitly named (escaped) fields."""
+    heads = [f"{',' if i else ' '}{name}=" for i, name in enumerate(fields)]
+    return _LayoutParts(layout, _char_block(prefixes), _char_block(heads))
+
+
+def _channel_tags(layout: FrameLayout, tag_channel: bool, tag_stream: bool) -> list[list[tuple[str, str]]]:
+    """The tag set of each channel's lines (``channel``, ``stream_name``), escaped."""
+    stream = escape_key(layout.stream)
+    tag_sets: list[list[tuple[str, str]]] = []
+    for channel in layout.channels:
+        tags: list[tuple[str, str]] = []
+        if tag_channel:
+            tags.append(("channel", escape_key(channel)))
+        if tag_stream and stream:  # an empty tag value is invalid: leave the tag out
+            tags.append(("stream_name", stream))
+        tag_sets.append(tags)
+    return tag_sets
+
+
 class _Template:
     """Character matrix for up to ``frames`` frames of one layout and column widths.
 
@@ -292,24 +317,14 @@ class LineProtocolEncoder:
         if self._parts is not None and self._parts.layout is layout:
             return self._parts
         names = [escape_key(n) for n in bin_field_names(layout.frequencies)]
-        stream = escape_key(layout.stream)
         prefixes: list[str] = []
-        for channel in layout.channels:
+        for channel, tags in zip(layout.channels, _channel_tags(layout, self.tag_channel, self.tag_stream)):
             measurement = self._measurement or escape_measurement(channel)
-            tags: list[tuple[str, str]] = []
-            if self.tag_channel:
-                tags.append(("channel", escape_key(channel)))
-            if self.tag_stream and stream:  # an empty tag value is invalid: leave the tag out
-                tags.append(("stream_name", stream))
             if self.schema == "wide":
                 prefixes.append(_line_start(measurement, tags))
             else:
                 prefixes.extend(_line_start(measurement, [*tags, ("frequency_bin", n)]) for n in names)
-        if self.schema == "wide":
-            heads = [f"{',' if i else ' '}{n}=" for i, n in enumerate(names)]
-        else:
-            heads = [" power="]
-        self._parts = _LayoutParts(layout, _char_block(prefixes), _char_block(heads))
+        self._parts = _layout_parts(layout, prefixes, names if self.schema == "wide" else ["power"])
         self._templates.clear()
         return self._parts
 
@@ -331,17 +346,23 @@ class LineProtocolEncoder:
         stamps = [int(f.time_ns) for f in frames]
         if not all(-_INT64 <= t < _INT64 for t in stamps):
             raise ValueError("frame timestamps must fit a signed 64-bit count of nanoseconds")
-        values = frames[0].power_db if count == 1 else np.stack([f.power_db for f in frames])
-        scaled = np.multiply(values, self._scale, dtype=np.float64).reshape(rows, cells)
-        ok = np.abs(scaled) < self._limit  # False for NaN and +-inf too
-        line_ok = ok.all(axis=1)
-        all_ok = bool(line_ok.all())
-        if not all_ok:
-            scaled[~ok] = 0.0
-        words = _value_words(np.rint(scaled, out=scaled).astype(np.int64).ravel(), self.decimals)
+        products = [shared_value_words(f, self.decimals) for f in frames]
+        if count == 1:
+            words = products[0].words
+        else:  # frames may differ in word count (a wider integer part): right-align, NUL-pad
+            width = max(p.words.shape[1] for p in products)
+            words = np.zeros((count, products[0].words.shape[0], width), dtype=np.uint64)
+            for k, product in enumerate(products):
+                words[k, :, width - product.words.shape[1] :] = product.words
+        if all(p.ok is None for p in products):
+            line_ok, all_ok = None, True
+        else:
+            ok = np.stack([np.ones(cells * parts.lines_per_frame, bool) if p.ok is None else p.ok for p in products])
+            line_ok = ok.reshape(rows, cells).all(axis=1)
+            all_ok = bool(line_ok.all())
         tails = _tail_words(stamps)
 
-        template = self._template(parts, count, words.shape[1] * 8, tails.shape[1] * 8)
+        template = self._template(parts, count, words.shape[-1] * 8, tails.shape[1] * 8)
         template.values[:rows] = words.reshape(rows, cells, -1)
         template.tails[:count] = tails[:, None, :]
         matrix = template.buf[:rows] if all_ok else template.buf[:rows][line_ok]
@@ -349,5 +370,260 @@ class LineProtocolEncoder:
         return matrix.tobytes().translate(None, b"\0"), kept, (rows - kept) * cells
 
 
+@dataclass(frozen=True, eq=False)
+class ValueWords:
+    """A frame's spectrum as fixed-point text words: the part of encoding every sink repeats.
+
+    ``words`` is (channels * bins, n) uint64, right-aligned and NUL-padded; ``ok`` is None when
+    every value is writable, else a bool mask (False for non-finite or too large values, whose
+    words are a placeholder ``0.000`` in lines the encoders drop).
+    """
+
+    words: np.ndarray
+    ok: np.ndarray | None
+
+    @property
+    def nbytes(self) -> int:
+        return self.words.nbytes + (0 if self.ok is None else self.ok.nbytes)
+
+
+def _compute_value_words(values: np.ndarray, decimals: int) -> ValueWords:
+    scale = float(10**decimals)
+    scaled = np.multiply(values, scale, dtype=np.float64).ravel()
+    ok = np.abs(scaled) < MAX_ABS_VALUE * scale  # False for NaN and +-inf too
+    all_ok = bool(ok.all())
+    if not all_ok:
+        scaled[~ok] = 0.0
+    words = _value_words(np.rint(scaled, out=scaled).astype(np.int64), decimals)
+    for array in (words, ok):
+        array.setflags(write=False)  # shared between sink threads
+    return ValueWords(words, None if all_ok else ok)
+
+
+class _SharedWords:
+    """The value words of recent frames, computed by whichever sink encodes a frame first.
+
+    Every sink formats the same dB values to the same digits (only the line templates around
+    them differ), so the words are made once per frame and shared. Bounded by bytes (frames
+    are kept alive by their entries), least recently used first out: a sink running far behind
+    simply recomputes, with identical output. Thread-safe; two sinks racing on one frame at
+    worst both compute it, and the first result is kept.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[SpectrumFrame, int], ValueWords] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, frame: SpectrumFrame, decimals: int) -> ValueWords:
+        key = (frame, decimals)
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                return found
+        product = _compute_value_words(frame.power_db, decimals)
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                return found
+            self._items[key] = product
+            self._bytes += product.nbytes + frame.power_db.nbytes
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                (old, _), dropped = self._items.popitem(last=False)
+                self._bytes -= dropped.nbytes + old.power_db.nbytes
+        return product
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+#: ~40 frames of 256 x 129 (words + the frames they keep alive): more than a batch's worth.
+SHARED_WORDS = _SharedWords(16 << 20)
+
+
+def shared_value_words(frame: SpectrumFrame, decimals: int = 3) -> ValueWords:
+    """The frame's value words at ``decimals``, computed once for all sinks (see _SharedWords)."""
+    return SHARED_WORDS.get(frame, decimals)
+
+
 def _line_start(measurement: str, tags: list[tuple[str, str]]) -> str:
     return ",".join([measurement] + [f"{k}={v}" for k, v in sorted(tags)])
+
+
+# ---- tables with explicitly named fields: band power, channel quality -------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """A field of a table: written fixed-point with ``decimals`` digits, or as an integer
+    (``decimals=0``: ``<n>i``, values 0..255, which is what state codes and flag sets are)."""
+
+    name: str
+    decimals: int = 3
+
+
+def _int_words() -> np.ndarray:
+    text = [f"{i}i".encode().rjust(8, b"\0") for i in range(256)]
+    return np.frombuffer(b"".join(text), dtype=np.uint64).copy()
+
+
+_INT_WORDS = _int_words()
+
+
+@dataclass(frozen=True, eq=False)
+class _TableParts:
+    parts: _LayoutParts
+    columns: tuple[Column, ...]
+    #: byte offset in a row of each cell's separator (' ' or ','), heads being NUL-padded left
+    separators: np.ndarray
+
+
+#: (layout) -> (line prefixes, columns): what one frame's lines of a table look like.
+TableShape = Callable[[FrameLayout], tuple[list[str], tuple[Column, ...]]]
+#: (frame) -> values (lines, cells) float64, or None when the frame has no such product.
+TableValues = Callable[[SpectrumFrame], "np.ndarray | None"]
+
+
+class TableEncoder:
+    """Lines of explicitly named fields for any per-frame table, on the spectra's machinery.
+
+    The same character-matrix rendering as :class:`LineProtocolEncoder` (prefixes and heads
+    written once per layout, values as table-built words, one ``translate`` to compact), plus
+    what small mixed tables need: per-column decimals, integer fields, and leaving out single
+    non-finite cells (a NaN number is left out of its line, not the whole line). A line with no
+    cell left is dropped. One instance per thread.
+    """
+
+    def __init__(self, shape: TableShape, values: TableValues) -> None:
+        self._shape = shape
+        self._values = values
+        self._parts: _TableParts | None = None
+
+    def encode_many(self, frames: Sequence[SpectrumFrame]) -> EncodeResult:
+        bodies: list[bytes] = []
+        lines = skipped = 0
+        start = 0
+        while start < len(frames):
+            stop = start + 1
+            while stop < len(frames) and frames[stop].layout is frames[start].layout:
+                stop += 1
+            chosen = [(f, v) for f in frames[start:stop] if (v := self._values(f)) is not None]
+            if chosen:
+                body, n, s = self._render(self._table_parts(frames[start].layout), chosen)
+                bodies.append(body)
+                lines += n
+                skipped += s
+            start = stop
+        return EncodeResult(b"".join(bodies), lines, skipped)
+
+    def _table_parts(self, layout: FrameLayout) -> _TableParts:
+        if self._parts is not None and self._parts.parts.layout is layout:
+            return self._parts
+        prefixes, columns = self._shape(layout)
+        parts = _layout_parts(layout, prefixes, [escape_key(c.name) for c in columns])
+        head_width = parts.head.shape[1]
+        lengths = np.array([len(escape_key(c.name)) + 2 for c in columns])
+        self._parts = _TableParts(parts, columns, head_width - lengths)
+        return self._parts
+
+    def _render(self, table: _TableParts, chosen: list[tuple[SpectrumFrame, np.ndarray]]) -> tuple[bytes, int, int]:
+        parts, columns = table.parts, table.columns
+        count, lpf, cells = len(chosen), parts.lines_per_frame, parts.cells
+        rows = count * lpf
+        stamps = [int(f.time_ns) for f, _ in chosen]
+        if not all(-_INT64 <= t < _INT64 for t in stamps):
+            raise ValueError("frame timestamps must fit a signed 64-bit count of nanoseconds")
+        values = np.stack([v for _, v in chosen]).reshape(rows, cells).astype(np.float64)
+        ok = np.empty((rows, cells), dtype=bool)
+        groups: list[tuple[np.ndarray, np.ndarray]] = []
+        for decimals in sorted({c.decimals for c in columns}):
+            index = np.array([j for j, c in enumerate(columns) if c.decimals == decimals])
+            block = values[:, index]
+            if decimals == 0:
+                good = (block >= 0) & (block <= 255)  # False for NaN too
+                words = _INT_WORDS[np.where(good, block, 0).astype(np.int64)].reshape(-1, 1)
+            else:
+                scaled = block * float(10**decimals)
+                good = np.abs(scaled) < MAX_ABS_VALUE * 10**decimals
+                scaled[~good] = 0.0
+                words = _value_words(np.rint(scaled).astype(np.int64).ravel(), decimals)
+            ok[:, index] = good
+            groups.append((index, words.reshape(rows, index.size, -1)))
+        width = max(w.shape[-1] for _, w in groups)
+        tails = _tail_words(stamps)
+        template = _Template(parts, count, width * 8, tails.shape[1] * 8)
+        for index, words in groups:
+            target = template.values[:rows][:, index]
+            target[..., width - words.shape[-1] :] = words
+            template.values[:rows, index] = target
+        template.tails[:count] = tails[:, None, :]
+        buf = template.buf[:rows]
+        kept_line = ok.any(axis=1)
+        if not ok.all():
+            p, h = parts.prefix.shape[1], parts.head.shape[1]
+            cell_width = h + width * 8
+            buf[:, p : p + cells * cell_width].reshape(rows, cells, cell_width)[~ok] = 0
+            first = ok.argmax(axis=1)  # the first cell kept takes the ' ' after the tag set
+            moved = kept_line & (first > 0)
+            buf[np.flatnonzero(moved), p + first[moved] * cell_width + table.separators[first[moved]]] = ord(" ")
+        matrix = buf if kept_line.all() else buf[kept_line]
+        skipped = int(rows * cells - np.count_nonzero(ok))
+        return matrix.tobytes().translate(None, b"\0"), len(matrix), skipped
+
+
+class DerivedEncoder:
+    """The archive's band power and quality lines (docs/data-model.md ``eeg_bands``, ``eeg_quality``).
+
+    ``<bands> ,channel=,stream_name= <band>=<dB>,<band>_rel=<fraction>,...`` and
+    ``<quality> ,channel=,stream_name= std=,dc_offset=,rail_fraction=,line_noise_db=,hf_ratio_db=,state=<n>i,flags=<n>i``,
+    one line per channel of every frame that carries the product. dB values and the quality
+    numbers in dB or stream units are written with 3 decimals, fractions with 6.
+    """
+
+    def __init__(self, *, bands_measurement: str = "eeg_bands", quality_measurement: str = "eeg_quality") -> None:
+        bands_name = escape_measurement(bands_measurement)
+        quality_name = escape_measurement(quality_measurement)
+
+        def band_shape(layout: FrameLayout) -> tuple[list[str], tuple[Column, ...]]:
+            columns = tuple(c for b in layout.bands for c in (Column(b.name, 3), Column(f"{b.name}_rel", 6)))
+            return [_line_start(bands_name, t) for t in _channel_tags(layout, True, True)], columns
+
+        def quality_shape(layout: FrameLayout) -> tuple[list[str], tuple[Column, ...]]:
+            return [_line_start(quality_name, t) for t in _channel_tags(layout, True, True)], QUALITY_COLUMNS
+
+        self.bands = TableEncoder(band_shape, _band_values)
+        self.quality = TableEncoder(quality_shape, _quality_values)
+
+    def encode_many(self, frames: Sequence[SpectrumFrame]) -> EncodeResult:
+        bands = self.bands.encode_many(frames)
+        quality = self.quality.encode_many(frames)
+        return EncodeResult(bands.body + quality.body, bands.lines + quality.lines, bands.values_skipped + quality.values_skipped)
+
+
+QUALITY_COLUMNS = (
+    Column("std", 3),
+    Column("dc_offset", 3),
+    Column("rail_fraction", 6),
+    Column("line_noise_db", 3),
+    Column("hf_ratio_db", 3),
+    Column("state", 0),
+    Column("flags", 0),
+)
+
+
+def _band_values(frame: SpectrumFrame) -> np.ndarray | None:
+    if frame.band_db is None or frame.band_rel is None or not frame.layout.bands:
+        return None
+    # (bands, channels) x2 -> (channels, bands * 2): band, band_rel interleaved
+    return np.stack([frame.band_db.T, frame.band_rel.T], axis=-1).reshape(len(frame.layout.channels), -1)
+
+
+def _quality_values(frame: SpectrumFrame) -> np.ndarray | None:
+    quality = frame.quality
+    if quality is None:
+        return None
+    return np.concatenate([quality.values, quality.state[None, :], quality.flags[None, :]]).T

@@ -26,7 +26,7 @@ import httpx
 from bridge.config import InfluxSettings
 from bridge.archive.events import EventLines
 from bridge.frame import SpectrumFrame
-from bridge.codecs.line_protocol import LineProtocolEncoder
+from bridge.codecs.line_protocol import DerivedEncoder, LineProtocolEncoder
 from bridge.observe.metrics import Metrics, SinkMetrics
 from bridge.sinks.retry import Backoff, DeliveryError, PermanentError, TransientError, classify_status
 from bridge.sinks.base import SinkHealth, delivery_retrying, split_lines
@@ -178,6 +178,9 @@ class InfluxSink:
         self._encoder = LineProtocolEncoder(
             schema=settings.schema, measurement=settings.measurement, tag_channel=True, tag_stream=True
         )
+        self._derived = DerivedEncoder(
+            bands_measurement=settings.bands_measurement, quality_measurement=settings.quality_measurement
+        )
         self._inbox: queue.Queue[SpectrumFrame | EventLines | None] = queue.Queue(maxsize=INBOX_FRAMES)
         self._stop_uploading = threading.Event()
         self._max_body = settings.max_body_bytes
@@ -302,7 +305,10 @@ class InfluxSink:
             if frames:
                 encoded = self._encoder.encode_many(frames)
                 self.health.skipped(self.metrics, encoded.values_skipped)
-                body = encoded.body
+                # Band power and quality ride in the same segment as their spectra. Their NaN
+                # numbers are "unknown" (quality on a precomputed stream) or come from spectra
+                # already counted above, so they are left out without being counted again.
+                body = encoded.body + self._derived.encode_many(frames).body
             body += b"".join(e.body for e in events)
             if body:
                 newest = max((f.newest_sample_ns for f in frames), default=0)

@@ -88,12 +88,13 @@ class LiveResult:
 class StandinProcess:
     """``python -m bench.standin`` in its own process; its receive log is read back as arrays."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.record = workdir / "standin-record.txt"
         self.summary_path = workdir / "standin-summary.json"
         self.proc = Managed.python(
             "standin",
-            ["bench.standin", "--port", "0", "--record", str(self.record), "--summary", str(self.summary_path)],
+            ["bench.standin", "--port", "0", "--record", str(self.record), "--summary", str(self.summary_path),
+             *extra_args],
             clean_env({}),
             workdir,
         )
@@ -172,6 +173,20 @@ def latency_stats(player: Player, rec: np.ndarray, scenario: Scenario, t0: int, 
         slope = np.polyfit(rel, lat, 1)[0] if lat.size > 2 else 0.0
         lag["slope_ms_per_min"] = float(slope * 60)
     return stats, lag, residual_us, int(ok.sum())
+
+
+def final_health(server: Any, db: str) -> dict[str, Any]:
+    """The bridge's last ``bridge_health`` point: its ledger as it stopped, after its last frame."""
+    body = server.query('SELECT * FROM "bridge_health" ORDER BY time DESC LIMIT 1', db=db)
+    (series,) = body["results"][0]["series"]
+    return dict(zip(series["columns"], series["values"][0]))
+
+
+def final_frames_computed(server: Any, db: str) -> int | None:
+    try:
+        return int(final_health(server, db)["frames_computed"])
+    except Exception:  # noqa: BLE001 - a report field, not a reason to abort
+        return None
 
 
 def _archive_count(server: Any, scenario: Scenario) -> int | None:
@@ -290,9 +305,9 @@ def run(scenario: Scenario, log: Any = print, during: Callable[[int, float], Non
         if server is not None and scenario.kind != "floor":
             result.archive = {"frames_archived": _archive_count(server, scenario)}
             if scenario.kind == "bridge":
-                result.archive["frames_computed_before_stop"] = result.consumer["metrics"].get(
-                    "eeg_bridge_frames_computed_total", 0.0
-                )
+                # The same moment as the rows: the bridge stopped cleanly, its spool uploaded, and
+                # its last bridge_health point (written after its last frame) holds the final count.
+                result.archive["frames_computed"] = final_frames_computed(server, DB)
     except Exception as exc:  # noqa: BLE001 - one failed scenario must not sink the whole report
         result.error = f"{type(exc).__name__}: {exc}"
         log(f"  ! {scenario.label}: {result.error[:2000]}")

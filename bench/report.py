@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 ENCODE_TARGETS = {"wide": 10.0, "long": 20.0}
@@ -36,7 +40,7 @@ def summary_rows(results: dict[str, Any]) -> list[list[str]]:
             f"Spectra {r['channels']}ch {r['fs'] / 1000:g}kHz nperseg {r['nperseg']} hop {r['hop']}: StftEngine vs per-hop spectrogram",
             f"{r['speedup']:.1f}x (max abs diff {r['max_abs_db_diff']:.3g} dB"
             + (f"; with DC offsets {r['dc_offset']['max_abs_db_diff']:.3g} dB)" if "dc_offset" in r else ")"),
-            ">= 5x, identical", _ok(r["pass"]),
+            ">= 5x, < 0.001 dB", _ok(r["pass"]),
         ])
     for r in results.get("latency") or []:
         p99 = r["latency_ms"].get("p99")
@@ -57,11 +61,7 @@ def summary_rows(results: dict[str, Any]) -> list[list[str]]:
             f"Lag growth, {name} (median latency end - start)", f"{_f(r['lag'].get('growth_ms'), '+.1f')} ms",
             f"<= {j['lag_limit_ms']:g} ms", _ok(c["lag"]),
         ])
-        rows.append([
-            f"Nothing lost, {name} (live frames / expected; archived / computed)",
-            f"{r['frames_received']}/{r['frames_expected']:.0f}; {r['archive'].get('frames_archived')}/{r['archive'].get('frames_computed_before_stop', 0):.0f}",
-            "all", _ok(c["live_complete"] and c["archive_complete"]),
-        ])
+        rows.append(_nothing_lost_row(name, r, c))
     c = results.get("catchup")
     if c:
         rows.append([
@@ -70,6 +70,21 @@ def summary_rows(results: dict[str, Any]) -> list[list[str]]:
             f">= {100 * c['target']:.0f} %", _ok(c["pass"]),
         ])
     return rows
+
+
+def _nothing_lost_row(name: str, r: dict[str, Any], checks: dict[str, bool]) -> list[str]:
+    archive = r["archive"]
+    live = f"{r['frames_received']}/{r['frames_expected']:.0f}"
+    if "frames_computed" in archive:  # rows stored vs the final ledger, both after the clean stop
+        return [f"Nothing lost, {name} (live frames / expected; archived / computed, after a clean stop)",
+                f"{live}; {archive.get('frames_archived')}/{_f(archive['frames_computed'], '.0f')}",
+                "all; archived = computed", _ok(checks["live_complete"] and checks["archive_complete"])]
+    # Results from before the exact comparison: computed was read *before* the stop, so archived
+    # could only be checked as >=, which cannot see a lost tail. Say so rather than claim more.
+    return [f"Nothing lost, {name} (live frames / expected; archived / computed before the stop)",
+            f"{live}; {archive.get('frames_archived')}/{archive.get('frames_computed_before_stop', 0):.0f}",
+            "all; archived >= computed (old check: blind to a lost tail)",
+            _ok(checks["live_complete"] and checks["archive_complete"])]
 
 
 # ---- sections --------------------------------------------------------------------------------------
@@ -226,3 +241,120 @@ def render(results: dict[str, Any]) -> str:
     for note in results.get("notes", []):
         out.append(f"- {note}")
     return "\n".join(out).rstrip() + "\n"
+
+
+# ---- the README's Performance section ---------------------------------------------------------------
+#: The README quotes only what these functions render from committed results (tests/test_bench_report.py
+#: checks it): `python -m bench.report --readme` rewrites the sections between the markers.
+README = Path(__file__).resolve().parent.parent / "README.md"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return (f"<!-- {name}: generated from bench/results by `python -m bench.report --readme`; do not edit by hand -->",
+            f"<!-- end of {name} -->")
+
+
+def readme_performance(results: dict[str, Any], source: str = "bench/results/latest.json") -> str:
+    m = results["machine"]
+    out = [
+        "`make bench` (or `python -m bench.run`; `--quick` for a short smoke run) measures the bridge side by side with "
+        "what a user would otherwise write, on the same frames, and writes `bench/results/latest.md` and `.json`. "
+        f"Every figure in this section comes from `{source}`: the {results['mode']} run of {results['started']} "
+        f"({results['elapsed_s'] / 60:.0f} min) on {m['cpu_model']}, {m['cores']} cores, {m['memory_gb']} GB; "
+        f"Linux {m['kernel']}; Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, pylsl {m['pylsl']}, "
+        f"influxdb-client {m['influxdb_client']}, {m['influxd']}. Load average at start {m['load_average_at_start']}, "
+        f"at end {results.get('load_average_at_end')}. " + results.get("busy_note", ""),
+        "",
+    ]
+    out += _table(["figure", "measured", "target", ""], summary_rows(results))
+    spectra_rows = results.get("spectra") or []
+    if spectra_rows:
+        diff = max(r["max_abs_db_diff"] for r in spectra_rows)
+        dc = max((r["dc_offset"]["max_abs_db_diff"] for r in spectra_rows if "dc_offset" in r), default=None)
+        speed = [r["speedup"] for r in spectra_rows]
+        text = (
+            f"- **Spectra**: the engine's output differs from `scipy.signal.spectrogram` by at most {diff:.2g} dB on "
+            "the simulated EEG"
+            + (f" and {dc:.2g} dB on the same EEG riding on +-50 mV DC offsets" if dc is not None else "")
+            + " (rounding; the values are written with 3 decimals, 0.001 dB), at "
+            f"{min(speed):.1f}-{max(speed):.1f}x the speed of calling `spectrogram` per hop."
+        )
+        ref = next((r for r in spectra_rows if r["channels"] == 64 and r["hop"] == 128), None)
+        if ref is not None:
+            text += (
+                " 5x is not reachable with scipy's arithmetic: doing only that arithmetic per window (detrend, "
+                f"window, rfft, power, dB) already costs {ref['math_us_per_frame']:.0f} of the "
+                f"{ref['naive_us_per_frame']:.0f} us a per-hop `spectrogram` call takes at 64 ch x 1 kHz, hop 128, a "
+                f"ceiling of {ref['best_identical_speedup']:.1f}x; the engine takes {ref['engine_us_per_frame']:.0f} us. "
+                "A float32 path was not taken because it changes written values."
+            )
+        out.append(text)
+    by = {(r["scenario"]["channels"], r["scenario"]["rate"], r["scenario"]["kind"]): r for r in results.get("cost") or []}
+    parts, behind = [], []
+    for channels, rate in sorted({(c, r) for c, r, _ in by}):
+        f, b, n = (by.get((channels, rate, k)) for k in ("floor", "bridge", "baseline"))
+        if not (f and b and n) or None in (f["cpu_pct"], b["cpu_pct"], n["cpu_pct"]):
+            continue
+        parts.append(f"{channels} ch x {rate / 1000:g} kHz: {f['cpu_pct']:.1f} % / **{b['cpu_pct']:.1f} %** / {n['cpu_pct']:.1f} %")
+        if n["frames_received"] < int(n["frames_expected"]) - 1:
+            behind.append(
+                f"at {channels} ch x {rate / 1000:g} kHz the obvious pipeline does not keep up: p99 latency "
+                f"{n['latency_ms']['p99'] / 1000:.1f} s, lag growth {n['lag']['growth_ms'] / 1000:+.1f} s, "
+                f"{n['frames_received']} of {n['frames_expected']:.0f} frames reach Grafana"
+            )
+    if parts:
+        out.append(
+            "- **Beside the floor and the obvious pipeline** (per-hop `spectrogram` + influxdb-client `Point` and its "
+            "batching writer + one httpx POST per frame), in % of one core, only pulling from LSL / **bridge** / "
+            "obvious pipeline: " + "; ".join(parts) + "." + "".join(f" {b[0].upper()}{b[1:]}." for b in behind)
+        )
+    return "\n".join(out).rstrip() + "\n"
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    begin, end = _markers(name)
+    head, found, rest = text.partition(begin + "\n")
+    if not found:
+        raise ValueError(f"README has no '{begin}' line")
+    _, found, tail = rest.partition(end)
+    if not found:
+        raise ValueError(f"README has no '{end}' line")
+    return f"{head}{begin}\n{body}{end}{tail}"
+
+
+def section(text: str, name: str) -> str:
+    begin, end = _markers(name)
+    return text.split(begin + "\n", 1)[1].split(end, 1)[0]
+
+
+def readme_sections() -> dict[str, str]:
+    """Every generated README section, from the committed results."""
+    from bench import soak  # noqa: PLC0415 - soak imports this module
+
+    sections = {"performance": readme_performance(json.loads((RESULTS_DIR / "latest.json").read_text()))}
+    soak_results = RESULTS_DIR / "soak.json"
+    if soak_results.exists():
+        sections["reliability"] = soak.readme_reliability(json.loads(soak_results.read_text()))
+    return sections
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report",
+                                     description="Render committed benchmark results (Markdown, README sections).")
+    parser.add_argument("--readme", action="store_true", help="rewrite README.md's generated sections from bench/results")
+    parser.add_argument("results", nargs="?", type=Path, help="a results JSON to render as Markdown")
+    args = parser.parse_args(argv)
+    if args.readme:
+        text = README.read_text()
+        for name, body in readme_sections().items():
+            text = replace_section(text, name, body)
+        README.write_text(text)
+        print(f"updated {README}")
+    if args.results:
+        print(render(json.loads(args.results.read_text())), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,6 +17,7 @@ of bodies is kept and run through the stand-in's own parser (``parse_line_protoc
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import signal
 import threading
@@ -39,6 +40,8 @@ ADMIN_TOKEN = "glsa_bench_admin"  # WebSocket push needs the Admin role
 SAMPLE_FIRST = 5
 SAMPLE_EVERY = 200
 SAMPLE_MAX = 40
+#: ``--flap``: the faults a flapping Grafana cycles through (the stand-in's modes, see its set_mode).
+FLAP_MODES = ("down", "error_5xx", "hang", "reset")
 
 
 class RecordingStandIn(GrafanaLiveStandIn):
@@ -96,20 +99,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--record", type=Path, required=True, help="receive log, one line per push")
     parser.add_argument("--summary", type=Path, required=True, help="JSON written at exit")
+    parser.add_argument("--flap", metavar="OK_SEC:FAULT_SEC",
+                        help="flap: OK_SEC healthy, then FAULT_SEC in the next of " + ", ".join(FLAP_MODES) + ", and again")
     args = parser.parse_args(argv)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     standin = RecordingStandIn(args.record, host="127.0.0.1", port=args.port)
     standin.start()
+    ok_sec, fault_sec = (float(v) for v in args.flap.split(":")) if args.flap else (0.0, 0.0)
+    faults = itertools.cycle(FLAP_MODES)
+    flaps: list[tuple[float, str]] = []  # (seconds since start, mode entered)
+    started = time.monotonic()
+    next_switch = started + ok_sec
     try:
         print(f"listening on {standin.url}", flush=True)
         while not stop.wait(0.25):
             standin.flush()
+            if args.flap and time.monotonic() >= next_switch:
+                healthy = standin.mode != "ok"
+                mode = "ok" if healthy else next(faults)
+                standin.set_mode(mode)  # type: ignore[arg-type]
+                next_switch += ok_sec if healthy else fault_sec
+                flaps.append((round(time.monotonic() - started, 1), mode))
+                print(f"{flaps[-1][0]:.1f} s: mode {mode}", flush=True)
     finally:
+        if standin.mode != "ok":
+            standin.set_mode("ok")  # release hung requests before stopping
         standin.stop()
         standin.close_record()
-    summary = {"status_counts": {str(k): v for k, v in standin.status_counts().items()}, **validate(standin.samples)}
+    summary = {"status_counts": {str(k): v for k, v in standin.status_counts().items()}, **validate(standin.samples),
+               "flaps": flaps}
     args.summary.write_text(json.dumps(summary))
 
 

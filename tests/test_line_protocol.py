@@ -464,3 +464,27 @@ def test_tables_skip_frames_without_the_product_and_batch_like_single_frames() -
         assert tags["stream_name"] == "Sim EEG" and [k for k, _ in fields][-2:] == ["state", "flags"]
     # one NaN number per frame, in Fz or Cz: left out of its line, the rest written
     assert [sorted(len(line[2]) for line in lines[k : k + 2]) for k in (0, 2, 4)] == [[6, 7]] * 3
+
+
+def test_documented_band_and_quality_lines_have_the_encoders_keys() -> None:
+    from pathlib import Path
+
+    from bridge.dsp.bands import DEFAULT_BANDS, parse_bands
+    from bridge.frame import ChannelQuality
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "data-model.md").read_text()
+    documented = {line.split(",", 1)[0]: parse(line.encode() + b"\n")[0] for line in doc.splitlines() if line.startswith(("eeg_bands,", "eeg_quality,"))}
+    bands = parse_bands(DEFAULT_BANDS)
+    lay = FrameLayout("SimEEG", ("Fz",), np.array([0.0, 1.0]), bands=bands)
+    f = SpectrumFrame(
+        lay, 0, TS, TS, np.zeros((1, 2), np.float32),
+        band_db=np.ones((5, 1), np.float32), band_rel=np.ones((5, 1), np.float32),
+        quality=ChannelQuality(np.zeros(1, np.int8), np.zeros(1, np.uint8), np.ones((5, 1), np.float32)),
+    )
+    written = {m: (m, tags, fields) for m, tags, fields, _ in parse(lp.DerivedEncoder().encode_many([f]).body)}
+    assert set(documented) == set(written) == {"eeg_bands", "eeg_quality"}
+    for name, (_, tags, fields, _) in documented.items():
+        assert tags == written[name][1]
+        assert [k for k, _ in fields] == [k for k, _ in written[name][2]]
+        assert [v.endswith("i") for _, v in fields] == [v.endswith("i") for _, v in written[name][2]]
+        assert [len(v.partition(".")[2]) for _, v in fields] == [len(v.partition(".")[2]) for _, v in written[name][2]]

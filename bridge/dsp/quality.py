@@ -10,10 +10,10 @@ Numbers (rows of ``ChannelQuality.values``, ``QUALITY_FIELDS``), all per channel
 * ``line_noise_db``: mean PSD within ``h = max(1 Hz, 2 df)`` of ``LINE_FREQ`` over the mean PSD
   of its neighbourhood ``h < |f - LINE_FREQ| <= h + max(5 Hz, 5 df)``, in dB (NaN when either
   range holds no bin). ``2 df`` is the Hann main lobe: a pure line sits wholly inside ``h``.
-  White noise reads about 0 dB (1st-99th percentile -9..+8 dB per window at 250 Hz/256).
+  White noise reads about 0 dB, scattering by several dB from window to window.
 * ``hf_ratio_db``: mean PSD above the highest band edge (leaving out ``h`` around every
   harmonic of ``LINE_FREQ``) over mean PSD within the union of the bands, in dB (NaN with no
-  bands or no bin above them). White noise reads 0 dB (1st-99th percentile -2.6..+2.6 dB), EEG
+  bands or no bin above them). White noise reads about 0 dB, EEG
   with its 1/f fall-off well below; muscle noise (EMG, 20-300 Hz) lifts it.
 
 The time-domain numbers (``std``, ``dc_offset``, ``rail_fraction``) are NaN on a precomputed

@@ -5,7 +5,7 @@
     python -m bench.run --only latency cost  # some sections (writes bench/results/partial.*)
     python -m bench.run --cost-seconds 180   # longer real-time runs
 
-Sections: encoding, spectra, latency, cost, catchup (see each module's docstring). The Markdown
+Sections: encoding, spectra, latency, cost, catchup, import (see each module's docstring). The Markdown
 goes to stdout and to the .md file; everything measured, with the machine facts, to the .json.
 Progress goes to stderr. Figures are reported as measured, with their target and pass/fail:
 on a shared 2-core machine they include whatever else ran meanwhile, which the report states.
@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import machine, report
 
-SECTIONS = ("encoding", "spectra", "latency", "cost", "catchup")
+SECTIONS = ("encoding", "spectra", "latency", "cost", "catchup", "import")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 NOTES = [
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost-seconds", type=float, help="measured window per cost run (default 120, quick 10)")
     parser.add_argument("--warmup-seconds", type=float, help="settling time before each window (default 10, quick 3)")
     parser.add_argument("--catchup-minutes", type=float, help="backlog size in minutes of EEG (default 10, quick 1)")
+    parser.add_argument("--import-minutes", type=float, help="length of the imported file (default 60, quick 1)")
     parser.add_argument("--encode-repeats", type=int, help="repeats per encoder case (default 50, quick 5)")
     parser.add_argument("--bridge-env", nargs="+", default=[], metavar="KEY=VALUE",
                         help="extra environment for the bridge in latency/cost runs (e.g. GRAFANA_PUSH=ws)")
@@ -115,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench import catchup
 
         results["catchup"] = catchup.run(quick, args.catchup_minutes, log)
+    if "import" in sections:
+        log("import ...")
+        from bench import importbench
+
+        results["import"] = importbench.run(quick, args.import_minutes, log)
 
     results["elapsed_s"] = time.time() - started
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

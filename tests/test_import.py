@@ -9,6 +9,13 @@ out here from the file's recording date and clock offsets, and with the markers'
 from __future__ import annotations
 
 import calendar
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
 import time
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +27,7 @@ import pylsl
 import pytest
 import scipy.signal
 
-from tests.bridge_process import BridgeProcess
+from tests.bridge_process import REPO, BridgeProcess
 from tests.influxdb_server import InfluxDBServer
 from tests.xdf_writer import XdfStream, write_xdf
 
@@ -154,6 +161,9 @@ def test_xdf_two_streams_and_markers(influxdb_server: InfluxDBServer, influxdb_d
     code, output = run_import(bridges, env, str(path))
     assert code == 0, output
     frames_a, frames_b = frame_count(N_A), frame_count(N_B)
+    # not a terminal: no progress bar, a summary line
+    assert f"eeg-bridge import: 1 file(s), {frames_a + frames_b} frames and 3 markers are in InfluxDB." in output
+    assert "frame/s]" not in output
     counts = series_counts(influxdb_server, influxdb_database)
     assert counts == {**{("EEG A", ch): frames_a for ch in LABELS_A}, **{("EEG B", f"ch{i}"): frames_b for i in range(3)}}
 
@@ -373,3 +383,89 @@ def test_dry_run_lists_and_writes_nothing(influxdb_server: InfluxDBServer, influ
             f"{frame_count(N_E)} frames of 65 bins") in output
     assert "  markers 'night': 2" in output
     assert series_counts(influxdb_server, influxdb_database) == {}
+
+
+def test_imported_frames_line_up_with_live_frames(influxdb_server: InfluxDBServer, influxdb_database: str, bridges,
+                                                  players, tmp_path: Path) -> None:
+    """The same session archived live (a bridge on a real outlet) and recorded as LabRecorder would on
+    this machine (same samples, same LSL timestamps): the import lands on the live frames."""
+    from tests import test_archive as live
+
+    archived = live.run_bridge_into(influxdb_server, influxdb_database, bridges, players, tmp_path, "wide")
+    assert archived.exit_code == 0, archived.process.output()[-2000:]
+    n = archived.signal.shape[0]
+    stamps = archived.player_start + np.arange(n) / live.FS
+    created = datetime.fromtimestamp(archived.player_start - 0.4 + archived.clock_offset).astimezone()
+    recorded = XdfStream(1, archived.stream, "EEG", "float32", live.FS, archived.signal, stamps, live.LABELS,
+                         clock_offsets=[(stamps[0] - 0.2, 0.0), (stamps[0] + 3.0, 0.0)])
+    path = tmp_path / "recorded.xdf"
+    write_xdf(path, created.strftime("%Y-%m-%dT%H:%M:%S%z"), [recorded])
+    env = env_for(influxdb_server, influxdb_database, tmp_path, SPECTRUM_NPERSEG=str(live.NPERSEG),
+                  SPECTRUM_NOVERLAP=str(live.NOVERLAP), INFLUXDB_MEASUREMENT="eeg_imported")
+    code, output = run_import(bridges, env, str(path))
+    assert code == 0, output
+
+    def frames(measurement: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = query(influxdb_server, influxdb_database,
+                     f'SELECT * FROM "{measurement}" WHERE "channel" = \'O1\' AND "stream_name" = \'{archived.stream}\'')
+        bins = len(live.expected_bins())
+        return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1 : 1 + bins] for r in rows], dtype=np.float64)
+
+    live_times, live_values = frames("eeg_spectrum")
+    times, values = frames("eeg_imported")
+    assert live_times.size == times.size == live.FRAMES
+    # the live bridge was connected before the first sample: same windows, so the same frames ...
+    np.testing.assert_array_equal(values, live_values)
+    # ... at the same times, to the tolerance the live archive itself keeps (liblsl's dejitter): far within one hop
+    assert np.max(np.abs(times - live_times)) < 20e6 < live.HOP / live.FS * 1e9
+
+
+def test_outage_during_import_loses_nothing(influxdb_private_server: InfluxDBServer, bridges, tmp_path: Path) -> None:
+    """InfluxDB down while the file is read: the import waits (the spool holds the frames), the
+    server comes back, and every frame and marker arrives; nothing is dropped to keep going."""
+    server = influxdb_private_server
+    server.create_database("outage")
+    path = tmp_path / "session.xdf"
+    write_xdf(path, DATETIME, xdf_streams())
+    server.kill()
+    process = bridges(env_for(server, "outage", tmp_path), ("import", str(path)))
+    process.wait_for_output("cannot reach InfluxDB")
+    assert process.alive()  # waiting, not giving up and not dropping
+    server.start()
+    code = process.proc.wait(120)  # type: ignore[union-attr]
+    assert code == 0, process.output()
+    assert "dropped" not in process.output()
+    counts = series_counts(server, "outage")
+    assert counts[("EEG A", "O1")] == frame_count(N_A) and counts[("EEG B", "ch0")] == frame_count(N_B)
+    assert len(query(server, "outage", 'SELECT "marker" FROM "eeg_markers"')) == len(MARKERS)
+
+
+def test_progress_bar_on_a_terminal(influxdb_server: InfluxDBServer, influxdb_database: str, tmp_path: Path) -> None:
+    """On a terminal: tqdm's bar with frames done/total and frames/s (ETA while it runs)."""
+    path = tmp_path / "session.xdf"
+    write_xdf(path, DATETIME, xdf_streams())
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal has a size
+    env = {**os.environ, **env_for(influxdb_server, influxdb_database, tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "import", str(path)], cwd=REPO, env=env,
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal's other end has gone
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    total = frame_count(N_A) + frame_count(N_B)
+    assert "session.xdf: 100%" in text and f"{total}/{total} [" in text and "frame/s]" in text, text

@@ -225,8 +225,11 @@ class InfluxSink:
         faster than any server takes it). Waits while the archive already holds ``max_frames``
         (inbox + spool) or half of SPOOL_MAX_BYTES, so a long file streams through at the server's
         pace and the spool never has to drop for space. False (item not taken) only once
-        ``give_up()`` says so (stop requested, or the server refused permanently)."""
-        while self.queue_depth() >= max_frames or self.spool.pending_bytes > self.spool.max_bytes // 2:
+        ``give_up()`` says so (stop requested, or the server refused permanently). Without a writer
+        (spool only) nothing drains the spool, so only the inbox bounds the wait."""
+        while self._writer is not None and (
+            self.queue_depth() >= max_frames or self.spool.pending_bytes > self.spool.max_bytes // 2
+        ):
             if give_up():
                 return False
             time.sleep(0.01)

@@ -88,10 +88,11 @@ def open_edf(path: Path, stream_name: str | None, channels: tuple[str, ...] | No
     description = replace(every, srate=rate, channel_count=len(indices), labels=tuple(labels[i] for i in indices))
 
     def read(first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        block = np.empty((stop - first, len(indices)), dtype=np.float64)
-        for column, channel in enumerate(indices):
-            block[:, column] = reader.readSignal(channel, first, stop - first)
-        return block, t0 + np.arange(first, stop, dtype=np.float64) / rate
+        # Channel-major, handed over transposed: the engine stores channel-major, so its copy is contiguous.
+        block = np.empty((len(indices), stop - first), dtype=np.float64)
+        for row, channel in enumerate(indices):
+            block[row] = reader.readSignal(channel, first, stop - first)
+        return block.T, t0 + np.arange(first, stop, dtype=np.float64) / rate
 
     stream = RecordedStream(description, [Segment(0, samples)] if samples else [], read, t0,
                             t0 + (samples - 1) / rate if samples else t0, channels_selected=True)

@@ -378,6 +378,13 @@ def readme_sections() -> dict[str, str]:
     return sections
 
 
+def update_readme() -> None:
+    text = README.read_text()
+    for name, body in readme_sections().items():
+        text = replace_section(text, name, body)
+    README.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report",
                                      description="Render committed benchmark results (Markdown, README sections).")
@@ -385,10 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", nargs="?", type=Path, help="a results JSON to render as Markdown")
     args = parser.parse_args(argv)
     if args.readme:
-        text = README.read_text()
-        for name, body in readme_sections().items():
-            text = replace_section(text, name, body)
-        README.write_text(text)
+        update_readme()
         print(f"updated {README}")
     if args.results:
         print(render(json.loads(args.results.read_text())), end="")

@@ -404,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / f"{args.out}.md").write_text(text)
     print(text)
     log(f"written {RESULTS / (args.out + '.json')} and .md")
+    if args.out == "soak":  # the README's Reliability section shows the latest soak run
+        from bench import report  # noqa: PLC0415
+
+        report.update_readme()
+        log("README.md's Reliability section rendered from it")
     return 0 if result.get("pass") else 1
 
 

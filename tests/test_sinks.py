@@ -251,7 +251,8 @@ def test_influx_413_splits_the_body(spool: Spool) -> None:
         return httpx.Response(413 if len(request.content) > limit else 204)
 
     route = respx.post("http://influx.test/write").mock(side_effect=answer)
-    sink, metrics = start_influx(influx_settings(batch_size=4, max_body_bytes=10_000_000), spool)
+    settings = influx_settings(batch_size=4, batch_interval_sec=30.0, max_body_bytes=10_000_000)  # one batch, by size
+    sink, metrics = start_influx(settings, spool)
     try:
         for seq in range(4):
             sink.offer(frame(seq))
@@ -259,7 +260,7 @@ def test_influx_413_splits_the_body(spool: Spool) -> None:
     finally:
         sink.close(5)
     delivered = [c.request.content for c in route.calls if len(c.request.content) <= limit]
-    assert b"".join(delivered) == b"".join(line for s in range(4) for line in expected_influx_lines(s))
+    assert lines_of(delivered) == [line for s in range(4) for line in expected_influx_lines(s)]
     assert metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 4
 
 

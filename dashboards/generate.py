@@ -546,19 +546,111 @@ def live_dashboard() -> Json:
     )
 
 
+#: InfluxQL stamps a GROUP BY time() bucket with its START; the heatmap draws a row as the cell that
+#: ENDS at its timestamp (rowsToCellsHeatmap names the x field "xMax", public/app/features/transformers/
+#: calculateHeatmap/heatmap.ts; fields.ts reads "xMax" as layout le). Unshifted, every cell sits one
+#: bucket before its data. This transformation adds $__interval_ms to the time field (calculateField,
+#: binary, left matched by type time, so the result stays a time field; the right operand by name, which
+#: Grafana interpolates and, finding no field of that name, parses as the number) and drops the original
+#: "Time" field (the InfluxQL backend's name for it), so the heatmap takes the bucket end. Flux's
+#: aggregateWindow already stamps window ends (timeSrc "_stop").
+SHIFT_TO_BUCKET_END: list[Json] = [
+    {
+        "id": "calculateField",
+        "options": {
+            "mode": "binary",
+            "binary": {
+                "left": {"matcher": {"id": "byType", "options": "time"}},
+                "operator": "+",
+                "right": {"matcher": {"id": "byName", "options": "$__interval_ms"}},
+            },
+            "timeSeries": False,
+            "replaceFields": False,
+        },
+    },
+    {"id": "organize", "options": {"excludeByName": {"Time": True, "time": True}, "indexByName": {}, "renameByName": {}}},
+]
+
+
+def band_variable() -> Json:
+    bands = queries.DEFAULT_BANDS
+    return {
+        "name": "band",
+        "label": "Band",
+        "type": "custom",
+        "query": ",".join(bands),
+        "multi": False,
+        "includeAll": False,
+        "current": {"selected": True, "text": "alpha", "value": "alpha"},
+        "options": [{"selected": b == "alpha", "text": b, "value": b} for b in bands],
+        "hide": 0,
+        "description": "SPECTRUM_BANDS default; a band configured otherwise: add its name here.",
+    }
+
+
+def bands_row(language: str, y: int) -> list[Json]:
+    """Band power of every selected channel as a heatmap and as lines, and the quality timeline."""
+    influxql = language == "influxql"
+    datasource = INFLUXQL_DS if influxql else FLUX_DS
+    description = {q.name: q.description for q in queries.QUERIES}
+
+    def target(name: str) -> Json:
+        query = f"{name}_{language}"
+        if not influxql:
+            return flux_target(query)
+        return {**influxql_series_target(query), "alias": "$tag_channel"}
+
+    heatmap = heatmap_panel(
+        "$band power per channel",
+        [target("bands_heatmap")],
+        datasource=datasource,
+        grid={"h": 10, "w": 12, "x": 0, "y": y + 1},
+        max_data_points=HISTORY_MAX_DATA_POINTS,
+        interval=HISTORY_MIN_INTERVAL,
+        transformations=SHIFT_TO_BUCKET_END if influxql else None,
+        description=description[f"bands_heatmap_{language}"],
+    )
+    options = heatmap["options"]
+    options["color"] = {**options["color"], "min": BAND_COLOR_MIN_DB, "max": BAND_COLOR_MAX_DB}
+    options["rowsFrame"] = {"layout": "unknown", "value": "dB"}
+    options["yAxis"] = {"axisPlacement": "left", "axisLabel": "Channel", "reverse": True, "unit": "none"}
+    quality = quality_overview_panel({"h": 10, "w": 12, "x": 12, "y": y + 1})
+    quality.update({
+        "title": "Signal quality per channel",
+        "description": description[f"quality_timeline_{language}"],
+        "datasource": datasource,
+        "targets": [target("quality_timeline")],
+        "maxDataPoints": HISTORY_MAX_DATA_POINTS,
+        "interval": HISTORY_MIN_INTERVAL,
+    })
+    relative = timeseries_panel(
+        "$band relative power per channel", target("bands_relative"), grid={"h": 8, "w": 24, "x": 0, "y": y + 11},
+        unit="percentunit", description=description[f"bands_relative_{language}"], time_from=None,
+    )
+    relative["interval"] = HISTORY_MIN_INTERVAL
+    relative["fieldConfig"]["defaults"]["max"] = 1
+    return [row("Band power and quality ($band)", y), heatmap, quality, relative]
+
+
 def history_dashboard(language: str) -> Json:
-    """The archive for any time range, one heatmap per channel, downsampled to the panel width."""
+    """The archive for any time range: band power and quality of every channel, then one spectrogram
+    heatmap per channel, downsampled to the panel width."""
     if language == "influxql":
         target = influxql_target("heatmap_downsampled_influxql")
         datasource, label = INFLUXQL_DS, "InfluxQL"
         # InfluxQL names mean() columns mean_000.00; the heatmap needs the bare bin names back
-        # to place each row at its frequency.
-        transformations = [{"id": "renameByRegex", "options": {"regex": "^mean_(.*)$", "renamePattern": "$1"}}]
+        # to place each row at its frequency. Then each bucket is stamped with its end.
+        transformations = [
+            {"id": "renameByRegex", "options": {"regex": "^mean_(.*)$", "renamePattern": "$1"}},
+            *SHIFT_TO_BUCKET_END,
+        ]
     else:
         target = flux_target("heatmap_downsampled_flux")
         datasource, label, transformations = FLUX_DS, "Flux", []
     health = health_row(language, 0, time_from=None)
     y = 1 + HEALTH_PANEL_HEIGHT
+    bands = bands_row(language, y)
+    y += 1 + 10 + 8
     panel = heatmap_panel(
         "$channel",
         [target],
@@ -568,14 +660,14 @@ def history_dashboard(language: str) -> Json:
         interval=HISTORY_MIN_INTERVAL,
         transformations=transformations,
         repeat="channel",
-        description="Mean PSD per frequency bin over each time bucket ($__interval).",
+        description="Mean PSD per frequency bin over each time bucket ($__interval), drawn ending at the bucket's end.",
     )
     return dashboard(
         f"eeg-spectrogram-history-{language}",
         f"EEG spectrogram history ({label})",
-        description=f"Archived spectra from InfluxDB via {label}, for any time range.",
-        panels=[*health, row("Spectrograms", y), panel],
-        variables=stream_and_channel_variables(datasource, language, refresh=2),
+        description=f"Archived spectra, band power and signal quality from InfluxDB via {label}, for any time range.",
+        panels=[*health, *bands, row("Spectrograms", y), panel],
+        variables=[*stream_and_channel_variables(datasource, language, refresh=2), band_variable()],
         time_from="now-1h",
         live_now=False,
         annotations=[marker_annotation(language)],

@@ -29,8 +29,11 @@ Template variables are matched with regular expressions, never with ``=``:
 - ``$stream`` is single-valued, but Grafana 11+ also regex-escapes a single-valued variable
   whenever it finds it between two ``/`` of the query's text, which any heatmap query here would
   trigger (``/^[0-9]/ ... '$stream' ... /^$channel$/``): in a ``'...'`` string a stream name with
-  a dot would then turn into ``'a\\.b'``, which InfluxQL rejects. Inside ``=~ /^$stream$/`` the
-  escaping is what is needed. (The variable queries, which hold no ``/``, keep ``= '$stream'``.)
+  a dot would then turn into ``'a\\.b'``, which InfluxQL rejects, and a name with a quote ends the
+  string early whatever Grafana does. So every query, the variable queries included, matches the
+  stream with ``=~ /^$stream$/`` (InfluxQL) or ``=~ /^${stream:regex}$/`` (Flux): Grafana's
+  ``escapeRegex`` turns any name LSL allows (quotes, backslashes, slashes, dots) into a regex that
+  matches exactly that name, and neither language has a quoting rule a name could break there.
 
 This module is imported by file path from tests and the generator, so it depends on the
 standard library only, and it avoids ``from __future__ import annotations``: a dataclass with
@@ -58,6 +61,15 @@ HEALTH_SINKS = ("grafana", "influxdb")
 MARKER_MEASUREMENT = "eeg_markers"
 MARKER_FIELD = "marker"
 
+#: Band power and channel quality (docs/data-model.md, bridge options INFLUXDB_BANDS_MEASUREMENT /
+#: INFLUXDB_QUALITY_MEASUREMENT): tags stream_name, channel; fields <band> (dB), <band>_rel, and
+#: std, dc_offset, rail_fraction, line_noise_db, hf_ratio_db, state (0 good, 1 warn, 2 bad), flags.
+BANDS_MEASUREMENT = "eeg_bands"
+QUALITY_MEASUREMENT = "eeg_quality"
+QUALITY_STATE_FIELD = "state"
+#: The SPECTRUM_BANDS default; the dashboards' $band variable offers these.
+DEFAULT_BANDS = ("delta", "theta", "alpha", "beta", "gamma")
+
 #: docs/history-and-downsampling.md: retention policy and measurement of the 1-minute means.
 COARSE_RETENTION_POLICY = "coarse"
 COARSE_MEASUREMENT = f"{MEASUREMENT}_1m"
@@ -73,8 +85,9 @@ BACKFILL_WINDOW = "5m"
 
 Language = Literal["influxql", "flux"]
 #: ``wide`` / ``long``: the INFLUXDB_SCHEMA a spectrum query reads. ``events``: the query reads
-#: ``bridge_health`` or ``eeg_markers``, which the bridge writes the same way under either schema.
-Schema = Literal["wide", "long", "events"]
+#: ``bridge_health`` or ``eeg_markers``; ``bands``: ``eeg_bands`` or ``eeg_quality``; the bridge writes
+#: both the same way under either schema.
+Schema = Literal["wide", "long", "events", "bands"]
 
 #: Characters Grafana's ``escapeRegex`` (@grafana/data) prefixes with a backslash.
 _REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")
@@ -133,7 +146,7 @@ _FLUX_RANGE = """from(bucket: v.defaultBucket)
   |> range(start: v.timeRangeStart, stop: v.timeRangeStop)"""
 _FLUX_HEAD = f"""{_FLUX_RANGE}
   |> filter(fn: (r) => r._measurement == "{MEASUREMENT}")
-  |> filter(fn: (r) => r.{STREAM_TAG} == "${{stream}}" and r.{CHANNEL_TAG} =~ /^${{channel:regex}}$/)"""
+  |> filter(fn: (r) => r.{STREAM_TAG} =~ /^${{stream:regex}}$/ and r.{CHANNEL_TAG} =~ /^${{channel:regex}}$/)"""
 _FLUX_DOWNSAMPLE = "\n  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)"
 
 
@@ -168,7 +181,7 @@ def _health_flux(fields: Sequence[str], fn: str, *extra: str) -> str:
     wanted = " or ".join(f'r._field == "{f}"' for f in fields)
     lines = [
         _FLUX_RANGE,
-        f'  |> filter(fn: (r) => r._measurement == "{HEALTH_MEASUREMENT}" and r.{STREAM_TAG} == "${{stream}}")',
+        f'  |> filter(fn: (r) => r._measurement == "{HEALTH_MEASUREMENT}" and r.{STREAM_TAG} =~ /^${{stream:regex}}$/)',
         f"  |> filter(fn: (r) => {wanted})",
         f"  |> aggregateWindow(every: v.windowPeriod, fn: {fn}, createEmpty: false)",
         *(f"  |> {step}" for step in extra),
@@ -227,6 +240,41 @@ def _health_queries() -> tuple[Query, ...]:
     return tuple(found)
 
 
+def _band_quality_queries() -> tuple[Query, ...]:
+    """One series per channel, per time bucket: a heatmap with channels on the y axis (InfluxQL as
+    time series named $tag_channel, joined by the panel; Flux pivoted to one column per channel)."""
+    where = f"WHERE {_WHERE_CHANNEL} AND $timeFilter"
+    group = f'GROUP BY time($__interval), "{CHANNEL_TAG}" fill(none)'
+    # After group() the group key is empty, so pivot keeps only _time and one column per channel.
+    flux_tail = "\n  |> group()" f'\n  |> pivot(rowKey: ["_time"], columnKey: ["{CHANNEL_TAG}"], valueColumn: "_value")'
+
+    def flux(measurement: str, field: str, fn: str) -> str:
+        return (
+            f"{_FLUX_RANGE}\n"
+            f'  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")\n'
+            f"  |> filter(fn: (r) => r.{STREAM_TAG} =~ /^${{stream:regex}}$/ and r.{CHANNEL_TAG} =~ /^${{channel:regex}}$/)\n"
+            f"  |> aggregateWindow(every: v.windowPeriod, fn: {fn}, createEmpty: false)" + flux_tail
+        )
+
+    band = "Mean absolute power (dB) of band $band per channel and time bucket, from eeg_bands."
+    rel = "Mean relative power of band $band (fraction of the power in all bands) per channel, from eeg_bands."
+    state = (
+        "Worst quality state per channel and time bucket (max of 0 good, 1 warn, 2 bad), from eeg_quality: "
+        "a bucket shows bad if the channel was bad at any frame in it."
+    )
+    return (
+        Query("bands_heatmap_influxql", "influxql", "bands",
+              f'SELECT mean("$band") FROM "{BANDS_MEASUREMENT}" {where} {group}', band),
+        Query("bands_relative_influxql", "influxql", "bands",
+              f'SELECT mean("${{band}}_rel") FROM "{BANDS_MEASUREMENT}" {where} {group}', rel),
+        Query("quality_timeline_influxql", "influxql", "bands",
+              f'SELECT max("{QUALITY_STATE_FIELD}") FROM "{QUALITY_MEASUREMENT}" {where} {group}', state),
+        Query("bands_heatmap_flux", "flux", "bands", flux(BANDS_MEASUREMENT, "${band}", "mean"), band),
+        Query("bands_relative_flux", "flux", "bands", flux(BANDS_MEASUREMENT, "${band}_rel", "mean"), rel),
+        Query("quality_timeline_flux", "flux", "bands", flux(QUALITY_MEASUREMENT, QUALITY_STATE_FIELD, "max"), state),
+    )
+
+
 QUERIES: tuple[Query, ...] = (
     # ---- InfluxQL, wide schema ------------------------------------------------------------
     Query(
@@ -278,7 +326,7 @@ QUERIES: tuple[Query, ...] = (
         name="channels_influxql",
         language="influxql",
         schema="wide",
-        text=f"SHOW TAG VALUES FROM {_M} WITH KEY = \"{CHANNEL_TAG}\" WHERE \"{STREAM_TAG}\" = '$stream'",
+        text=f'SHOW TAG VALUES FROM {_M} WITH KEY = "{CHANNEL_TAG}" WHERE {_WHERE_STREAM}',
         description="Template variable $channel: the channels of the selected stream.",
     ),
     # ---- InfluxQL, long schema (INFLUXDB_SCHEMA=long) -------------------------------------
@@ -335,7 +383,7 @@ QUERIES: tuple[Query, ...] = (
         text=(
             'import "influxdata/influxdb/schema"\n\n'
             f'schema.tagValues(bucket: v.defaultBucket, tag: "{CHANNEL_TAG}", '
-            f'predicate: (r) => r._measurement == "{MEASUREMENT}" and r.{STREAM_TAG} == "${{stream}}", '
+            f'predicate: (r) => r._measurement == "{MEASUREMENT}" and r.{STREAM_TAG} =~ /^${{stream:regex}}$/, '
             "start: v.timeRangeStart, stop: v.timeRangeStop)"
         ),
         description="Template variable $channel: the channels of the selected stream.",
@@ -371,6 +419,8 @@ QUERIES: tuple[Query, ...] = (
             "with regex ^(?:mean_)+(.*)$."
         ),
     ),
+    # ---- band power and quality (measurements eeg_bands, eeg_quality) ---------------------
+    *_band_quality_queries(),
     # ---- bridge health (measurement bridge_health) ----------------------------------------
     *_health_queries(),
     # ---- LSL markers as annotations (measurement eeg_markers) -----------------------------

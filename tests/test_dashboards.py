@@ -139,8 +139,8 @@ def test_every_heatmap_avoids_the_known_pitfalls() -> None:
         where = f"{name}: {panel['title']}"
         assert options["calculate"] is False, where  # bins are given, not to be re-bucketed
         assert options["filterValues"]["le"] < LOWEST_DB, where  # default 1e-9 hides every dB <= 0
-        live_channel = panel["targets"][0].get("channel", "")
-        if "/band_" in live_channel:  # overview: channels on the y axis
+        target = panel["targets"][0]
+        if "/band_" in target.get("channel", "") or "eeg_bands" in target.get("query", ""):  # channels on y
             assert options["yAxis"]["unit"] == "none" and options["yAxis"]["axisLabel"] == "Channel", where
         else:
             assert options["yAxis"]["unit"] == "hertz", where
@@ -232,8 +232,9 @@ def test_every_query_text_comes_from_queries_py() -> None:
             assert (language, item["query"]) in known, f"{name}: query not in queries.py: {item['query']!r}"
             seen += 1
     # 3 boards x (5 health panels + 1 annotation + 1 stream variable) + the history boards' channel
-    # variables + 1 history heatmap each + live backfill (the live $channel is a custom variable)
-    assert seen == 3 * 7 + 2 + 2 + 1
+    # variables, spectrogram heatmap and 3 band/quality panels each + live backfill (the live
+    # $channel is a custom variable)
+    assert seen == 3 * 7 + 2 * (1 + 1 + 3) + 1
 
 
 def test_the_dashboards_use_every_health_and_marker_query() -> None:
@@ -249,6 +250,9 @@ def test_the_dashboards_use_every_health_and_marker_query() -> None:
 def test_influxql_table_format_and_mean_columns_renamed_back() -> None:
     for name, panel, target in targets():
         if target["datasource"]["uid"] != generate.INFLUXQL_DS["uid"]:
+            continue
+        if "eeg_bands" in target["query"]:  # one series per channel, named by it
+            assert target["resultFormat"] == "time_series" and target["alias"] == "$tag_channel", name
             continue
         assert target["rawQuery"] is True and target["resultFormat"] == "table", name
         renames = [t["options"] for t in panel.get("transformations", []) if t["id"] == "renameByRegex"]
@@ -287,7 +291,7 @@ def test_variables_come_from_stored_tags() -> None:
         # The query tests interpolate these as multi-value variables (tests/history_assertions.py).
         assert multi == history_assertions.DASHBOARD_MULTI_VARIABLES, name
     for name, panel in heatmaps():
-        if "history" in name:
+        if "history" in name and panel["title"] == "$channel":
             assert panel["repeat"] == "channel"
             assert panel["interval"], "history panels need a minimum interval for GROUP BY time()"
             rows = [p for p in BOARDS[name]["panels"] if p["type"] == "row"]

@@ -28,9 +28,15 @@ LSP_PACKAGE = ROOT / "tests" / "flux_check" / "node_modules" / "@influxdata" / "
 #: What Grafana defines for every Flux query (it substitutes these itself before sending).
 GRAFANA_OPTION_V = 'option v = {timeRangeStart: -1h, timeRangeStop: now(), windowPeriod: 10s, defaultBucket: "neuroscience"}'
 #: Template variables as Grafana would substitute them for one repeated panel.
-VARIABLES: dict[str, str | list[str]] = {"stream": "SimEEG", "channel": "Fz"}
+VARIABLES: dict[str, str | list[str]] = {"stream": "SimEEG", "channel": "Fz", "band": "alpha"}
 #: ... and for a panel that is not repeated, with several channels selected (or All).
-MULTI_VARIABLES: dict[str, str | list[str]] = {"stream": "Lab EEG 2 (v1.0)", "channel": ["Cz", "Fz", "O1-ref"]}
+MULTI_VARIABLES: dict[str, str | list[str]] = {
+    "stream": "Lab EEG 2 (v1.0)", "channel": ["Cz", "Fz", "O1-ref"], "band": "alpha"
+}
+#: Any name LSL allows: quotes, a backslash, a slash.
+QUOTED_VARIABLES: dict[str, str | list[str]] = {
+    "stream": 'Bob\'s "EEG" C:\\rig / v1.0', "channel": ["Cz", "T7"], "band": "alpha"
+}
 
 
 def _load_queries() -> ModuleType:
@@ -85,7 +91,7 @@ def check(scripts: list[str]) -> list[dict]:
 
 
 def test_there_are_flux_queries_for_both_schemas() -> None:
-    assert {q.schema for q in FLUX} == {"wide", "long", "events"}
+    assert {q.schema for q in FLUX} == {"wide", "long", "events", "bands"}
     assert {"heatmap_raw_flux", "heatmap_downsampled_flux", "streams_flux", "channels_flux"} <= {q.name for q in FLUX}
 
 
@@ -112,6 +118,20 @@ def test_flux_queries_stay_valid_with_a_multi_value_selection(checker) -> None:
     results = check(rendered)
     failed = {q.name: r["errors"] for q, r in zip(FLUX, results) if not r["valid"]}
     assert not failed
+
+
+def test_flux_queries_stay_valid_for_a_stream_name_with_quotes_and_backslashes(checker) -> None:
+    """${stream:regex} escapes what a regex needs; a quote or backslash cannot end a string early."""
+    rendered = [as_plain_flux(q.text, QUOTED_VARIABLES) for q in FLUX]
+    assert any('=~ /^Bob\'s "EEG" C:\\\\rig \\/ v1\\.0$/' in script for script in rendered)
+    results = check(rendered)
+    failed = {q.name: r["errors"] for q, r in zip(FLUX, results) if not r["valid"]}
+    assert not failed
+
+
+def test_no_flux_query_puts_the_stream_in_a_string() -> None:
+    for query in FLUX:
+        assert '"${stream}"' not in query.text, query.name
 
 
 def test_render_formats_variables_as_grafana_does() -> None:
@@ -153,7 +173,7 @@ def _string_literals(text: str) -> set[str]:
     return set(re.findall(r'"([^"\\]*)"', text))
 
 
-@pytest.mark.parametrize("query", [q for q in FLUX if q.schema != "events"], ids=lambda q: q.name)
+@pytest.mark.parametrize("query", [q for q in FLUX if q.schema in ("wide", "long")], ids=lambda q: q.name)
 def test_flux_query_uses_the_names_the_encoder_writes(query) -> None:
     """docs/data-model.md: measurement eeg_spectrum, tags stream_name/channel; long: frequency_bin, power."""
     text = query.text
@@ -163,7 +183,7 @@ def test_flux_query_uses_the_names_the_encoder_writes(query) -> None:
     if query.name.startswith("streams"):
         assert "stream_name" in literals
         return
-    assert "r.stream_name ==" in text and "${stream}" in literals
+    assert "r.stream_name =~ /^${stream:regex}$/" in text
     if query.name.startswith("channels"):
         assert "channel" in literals
         return
@@ -184,7 +204,7 @@ def test_flux_query_uses_the_names_the_encoder_writes(query) -> None:
 def test_flux_health_query_reads_the_ledger(query) -> None:
     """bridge_health of the selected stream, one aggregate per window, the fields the bridge writes."""
     text = query.text
-    assert f'r._measurement == "{queries.HEALTH_MEASUREMENT}" and r.stream_name == "${{stream}}"' in text
+    assert f'r._measurement == "{queries.HEALTH_MEASUREMENT}" and r.stream_name =~ /^${{stream:regex}}$/' in text
     assert "range(start: v.timeRangeStart, stop: v.timeRangeStop)" in text
     fields = re.findall(r'r._field == "(\w+)"', text)
     sinks = "|".join(queries.HEALTH_SINKS)
@@ -207,3 +227,16 @@ def test_flux_marker_annotation_yields_time_text_and_tags() -> None:
     assert "|> group()" in text
     assert '|> keep(columns: ["_time", "_value", "stream_name"])' in text
     assert '|> rename(columns: {_value: "text", stream_name: "tags"})' in text
+
+
+@pytest.mark.parametrize("query", [q for q in FLUX if q.schema == "bands"], ids=lambda q: q.name)
+def test_flux_band_and_quality_queries(query) -> None:
+    """eeg_bands / eeg_quality of the selected stream and channels, one column per channel."""
+    text = query.text
+    measurement = "eeg_quality" if "quality" in query.name else "eeg_bands"
+    field = "state" if measurement == "eeg_quality" else ("${band}_rel" if "relative" in query.name else "${band}")
+    assert f'r._measurement == "{measurement}" and r._field == "{field}"' in text
+    assert "r.stream_name =~ /^${stream:regex}$/ and r.channel =~ /^${channel:regex}$/" in text
+    fn = "max" if measurement == "eeg_quality" else "mean"
+    assert f"aggregateWindow(every: v.windowPeriod, fn: {fn}, createEmpty: false)" in text
+    assert text.endswith('|> group()\n  |> pivot(rowKey: ["_time"], columnKey: ["channel"], valueColumn: "_value")')

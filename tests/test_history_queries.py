@@ -53,8 +53,14 @@ DOC_DATABASE = '"neuroscience"'
 
 # docs/data-model.md, restated here on purpose rather than imported from the bridge.
 MEASUREMENT = "eeg_spectrum"
-# The second name holds regex metacharacters (Grafana regex-escapes $stream inside /.../).
-STREAMS: dict[str, tuple[str, ...]] = {"SimEEG": ("Cz", "Fz", "Pz"), "Lab EEG 2 (v1.0)": ("C3", "Fz", "O1-ref")}
+# The second name holds regex metacharacters (Grafana regex-escapes $stream inside /.../), the third
+# quotes, a backslash and a slash: any name LSL allows must work in every query.
+QUOTED_STREAM = 'Bob\'s "EEG" C:\\rig / v1.0'
+STREAMS: dict[str, tuple[str, ...]] = {
+    "SimEEG": ("Cz", "Fz", "Pz"),
+    "Lab EEG 2 (v1.0)": ("C3", "Fz", "O1-ref"),
+    QUOTED_STREAM: ("Cz", "T7"),
+}
 BINS = tuple(f"{k * 500 / 64:06.2f}" for k in range(33))  # 500 Hz, nperseg 64: 000.00 ... 250.00
 FRAMES = 200
 CADENCE_NS = 750_000_000  # not a divisor of 10 s: buckets hold 13 or 14 frames
@@ -145,6 +151,11 @@ def filled_history(influxdb_server: InfluxDBServer) -> Iterator[History]:
             influxdb_server.drop_database(db)
 
 
+def _string(value: str) -> str:
+    """An InfluxQL string literal (backslash and single quote escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _ms(ns: int) -> int:
     assert ns % 10**6 == 0, "test ranges sit on whole milliseconds, as Grafana's do"
     return ns // 10**6
@@ -182,6 +193,9 @@ def test_every_influxql_query_is_covered() -> None:
         "heatmap_coarse_influxql",
         *(f"health_{panel}_influxql" for panel in HEALTH_PANELS),
         "markers_annotation_influxql",
+        "bands_heatmap_influxql",
+        "bands_relative_influxql",
+        "quality_timeline_influxql",
     }
     assert {q.name for q in queries.QUERIES if q.language == "influxql"} == tested
 
@@ -221,10 +235,10 @@ def test_multi_value_channel_is_interpolated_as_grafana_does() -> None:
     assert f'"channel" =~ /^({"|".join(ESCAPED[v] for v in odd)})$/' in _interpolated_where(
         "heatmap_downsampled_influxql", stream="SimEEG", channel=odd
     )
-    # The variable queries hold no /.../: there $stream stays raw inside its quotes.
+    # The variable query matches the stream by regex too, so quotes cannot end a string early.
     assert grafana_influxql(
-        queries.get("channels_influxql").text, from_ms=0, to_ms=1, variables={"stream": stream}
-    ).endswith("\"stream_name\" = 'Lab EEG 2 (v1.0)'")
+        queries.get("channels_influxql").text, from_ms=0, to_ms=1, variables={"stream": QUOTED_STREAM}
+    ).endswith('"stream_name" =~ /^Bob\'s "EEG" C:\\\\rig \\/ v1\\.0$/')
 
 
 #: Grafana's escapeRegex of the values above, written out by hand.
@@ -490,8 +504,8 @@ def test_downsampling_recipe(influxdb_server: InfluxDBServer, filled_history: Hi
     coarse_query = queries.get("heatmap_coarse_influxql").text
     for stream, channel in PAIRS:
         minutes = influxdb_server.query(
-            f"SELECT /^mean_/ FROM \"coarse\".\"eeg_spectrum_1m\" WHERE \"stream_name\" = '{stream}' "
-            f"AND \"channel\" = '{channel}'",
+            f"SELECT /^mean_/ FROM \"coarse\".\"eeg_spectrum_1m\" WHERE \"stream_name\" = {_string(stream)} "
+            f"AND \"channel\" = {_string(channel)}",
             db=db,
         )
         values = filled_history.values[stream, channel]
@@ -796,3 +810,199 @@ def test_the_doc_shows_the_shipped_coarse_query() -> None:
     """docs/history-and-downsampling.md and dashboards/queries.py hold the same coarse query."""
     blocks = re.findall(r"^```sql influxql-coarse-query\n(.*?)^```", DOC.read_text(), re.MULTILINE | re.DOTALL)
     assert blocks == [queries.get("heatmap_coarse_influxql").text + "\n"]
+
+
+# ---- where the heatmap draws a bucket (Grafana's transformations + heatmap rule) -----------------
+
+Field = dict[str, Any]  # {"name", "type": "time" | "number", "values"}
+
+
+def grafana_table_fields(result: Mapping[str, Any]) -> list[Field]:
+    """A one-series InfluxQL result as Grafana's table frame: ``Time`` (ms), then the columns."""
+    (series,) = single_statement(result)["series"]
+    rows = series["values"]
+    fields: list[Field] = [{"name": "Time", "type": "time", "values": [row[0] // 10**6 for row in rows]}]
+    for i, name in enumerate(series["columns"][1:], start=1):
+        fields.append({"name": name, "type": "number", "values": [row[i] for row in rows]})
+    return fields
+
+
+def _interpolate(text: str, scoped: Mapping[str, str]) -> str:
+    return re.sub(r"\$(\w+)", lambda m: scoped.get(m[1], m[0]), text)
+
+
+def apply_transformations(fields: list[Field], transformations: list[Mapping[str, Any]],
+                          scoped: Mapping[str, str]) -> list[Field]:
+    """The panel's transformations as @grafana/data runs them on one frame (the ones shipped):
+    renameByRegex (regex.test then name.replace), calculateField in binary mode with the left side
+    matched by type (each matching field followed by a copy of its type holding the result; the right
+    side a field by interpolated name, else the interpolated text as a number:
+    findFieldValuesWithNameOrConstant), organize's excludeByName."""
+    for transformation in transformations:
+        options = transformation["options"]
+        if transformation["id"] == "renameByRegex":
+            pattern = re.compile(options["regex"])
+            replacement = options["renamePattern"].replace("$1", r"\1")
+            fields = [{**f, "name": pattern.sub(replacement, f["name"]) if pattern.search(f["name"]) else f["name"]}
+                      for f in fields]
+        elif transformation["id"] == "calculateField":
+            assert options["mode"] == "binary" and options["timeSeries"] is False and not options["replaceFields"]
+            binary = options["binary"]
+            assert binary["left"]["matcher"]["id"] == "byType" and binary["operator"] == "+"
+            right_name = _interpolate(binary["right"]["matcher"]["options"], scoped)
+            named = [f for f in fields if f["name"] == right_name]
+            out: list[Field] = []
+            for field in fields:
+                out.append(field)
+                if field["type"] == binary["left"]["matcher"]["options"]:
+                    right = named[0]["values"] if named else [float(right_name)] * len(field["values"])
+                    out.append({**field, "name": f"{field['name']} + {right_name}",
+                                "values": [a + b for a, b in zip(field["values"], right)]})
+            fields = out
+        elif transformation["id"] == "organize":
+            excluded = {name for name, hide in options["excludeByName"].items() if hide}
+            fields = [f for f in fields if f["name"] not in excluded]
+        else:
+            raise AssertionError(f"transformation {transformation['id']} not modelled")
+    return fields
+
+
+def heatmap_cells(fields: list[Field]) -> tuple[list[tuple[int, int]], list[str], list[list[float]]]:
+    """Cells as the heatmap draws them (fields.ts + rowsToCellsHeatmap): x is the first time field,
+    rows the numeric fields (numerically sorted when every name is a number); every cell has the
+    width of the first gap and ENDS at its row's time (x field "xMax": layout le). Returns
+    [(start_ms, end_ms)], the row names, and per cell its values."""
+    time_field = next(f for f in fields if f["type"] == "time")
+    numbers = [f for f in fields if f["type"] == "number"]
+    if all(re.fullmatch(r"[+-]?\d+(\.\d*)?", f["name"]) for f in numbers):
+        numbers.sort(key=lambda f: float(f["name"]))
+    xs = time_field["values"]
+    width = xs[1] - xs[0]
+    cells = [(x - width, x) for x in xs]
+    values = [[f["values"][i] for f in numbers] for i in range(len(xs))]
+    return cells, [f["name"] for f in numbers], values
+
+
+def _history_spectrogram_panel() -> dict[str, Any]:
+    board = json.loads(INFLUXQL_DASHBOARD.read_text(encoding="utf-8"))
+    (panel,) = [p for p in board["panels"] if p.get("title") == "$channel"]
+    return panel
+
+
+@pytest.mark.parametrize("interval", INTERVALS)
+@pytest.mark.parametrize(("stream", "channel"), [PAIRS[0], PAIRS[-1]])
+def test_influxql_history_draws_each_frame_in_the_cell_that_contains_it(
+    influxdb_server: InfluxDBServer, filled_history: History, stream: str, channel: str, interval: str
+) -> None:
+    """InfluxQL stamps a bucket with its start; the heatmap draws a row as the cell ending there.
+    With the dashboard's transformations a frame at T lies in (cell start, cell end] of the cell
+    that holds its bucket's mean; without them it would lie one bucket later than its cell."""
+    panel = _history_spectrogram_panel()
+    result = _run(influxdb_server, "heatmap_downsampled_influxql", filled_history.wide_db,
+                  _visible_range(filled_history), interval=interval, variables={"stream": stream, "channel": channel})
+    interval_ms = duration_ns(interval) // 10**6
+    fields = apply_transformations(grafana_table_fields(result), panel["transformations"],
+                                   {"__interval_ms": str(interval_ms), "__interval": interval})
+    cells, rows, values = heatmap_cells(fields)
+    assert rows == list(BINS)
+    assert cells[0][1] - cells[0][0] == interval_ms
+    times = filled_history.times_ns[VISIBLE]
+    frames = filled_history.values[stream, channel][VISIBLE]
+    starts, means = interval_means(times, frames, duration_ns(interval))
+    for t_ns in times.tolist():
+        t_ms = t_ns / 10**6
+        (index,) = [i for i, (lo, hi) in enumerate(cells) if lo < t_ms <= hi]
+        bucket = int(np.searchsorted(starts, t_ns - t_ns % duration_ns(interval)))
+        np.testing.assert_allclose(values[index], means[bucket], rtol=0, atol=MEAN_TOLERANCE_DB)
+
+
+def test_flux_history_needs_no_shift() -> None:
+    """aggregateWindow stamps window ends by default (timeSrc "_stop"): nothing to shift."""
+    board = json.loads((ROOT / "dashboards" / "eeg-spectrogram-history-flux.json").read_text(encoding="utf-8"))
+    (panel,) = [p for p in board["panels"] if p.get("title") == "$channel"]
+    assert not panel.get("transformations")
+    text = queries.get("heatmap_downsampled_flux").text
+    assert "aggregateWindow(every: v.windowPeriod" in text and "timeSrc" not in text
+
+
+# ---- band power and quality (eeg_bands, eeg_quality; docs/data-model.md) -------------------------
+
+BANDS = ("delta", "theta", "alpha", "beta", "gamma")
+QUALITY_NUMBERS = ("std", "dc_offset", "rail_fraction", "line_noise_db", "hf_ratio_db")
+
+
+@dataclass(frozen=True)
+class BandHistory:
+    db: str
+    times_ns: npt.NDArray[np.int64]
+    band_db: dict[tuple[str, str], npt.NDArray[np.float64]]  # frames x bands
+    band_rel: dict[tuple[str, str], npt.NDArray[np.float64]]
+    state: dict[tuple[str, str], npt.NDArray[np.int64]]
+
+
+@pytest.fixture(scope="module")
+def band_history(influxdb_server: InfluxDBServer) -> Iterator[BandHistory]:
+    """Contract-shaped points (docs/data-model.md), written here, not by the bridge."""
+    first = (time.time_ns() // MINUTE_NS - 20) * MINUTE_NS + 3_125_000_000
+    times = first + CADENCE_NS * np.arange(FRAMES, dtype=np.int64)
+    rng = np.random.default_rng(13)
+    history = BandHistory(unique_database_name("bands"), times, {}, {}, {})
+    influxdb_server.create_database(history.db)
+    lines = []
+    for pair in PAIRS:
+        stream, channel = pair
+        history.band_db[pair] = rng.integers(-10_000, 40_001, (FRAMES, len(BANDS))) / 1000
+        history.band_rel[pair] = rng.integers(0, 1001, (FRAMES, len(BANDS))) / 1000
+        history.state[pair] = rng.integers(0, 3, FRAMES)
+        tags = f"channel={_tag(channel)},stream_name={_tag(stream)}"
+        for k, t in enumerate(times.tolist()):
+            bands = ",".join(f"{b}={history.band_db[pair][k, i]:.3f},{b}_rel={history.band_rel[pair][k, i]:.3f}"
+                             for i, b in enumerate(BANDS))
+            lines.append(f"eeg_bands,{tags} {bands} {t}\n")
+            numbers = ",".join(f"{n}={1.5 * j:.3f}" for j, n in enumerate(QUALITY_NUMBERS) if j != 3)  # one NaN left out
+            lines.append(f"eeg_quality,{tags} {numbers},state={history.state[pair][k]}i,flags=0i {t}\n")
+    try:
+        influxdb_server.write("".join(lines).encode(), history.db)
+        yield history
+    finally:
+        influxdb_server.drop_database(history.db)
+
+
+def _per_channel_series(result: Mapping[str, Any]) -> dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
+    series = single_statement(result).get("series", [])
+    return {
+        s["tags"]["channel"]: (np.array([r[0] for r in s["values"]], np.int64), np.array([r[1] for r in s["values"]]))
+        for s in series
+    }
+
+
+@pytest.mark.parametrize("interval", INTERVALS)
+@pytest.mark.parametrize("stream", list(STREAMS))
+def test_band_and_quality_queries(influxdb_server: InfluxDBServer, band_history: BandHistory, stream: str,
+                                  interval: str) -> None:
+    times = band_history.times_ns[VISIBLE]
+    time_range = _ms(int(times[0])), _ms(int(times[-1]))
+    channels = list(STREAMS[stream])
+    variables = {"stream": stream, "channel": channels, "band": "alpha"}
+    alpha = BANDS.index("alpha")
+    checks = {
+        "bands_heatmap_influxql": lambda pair: band_history.band_db[pair][VISIBLE, alpha : alpha + 1],
+        "bands_relative_influxql": lambda pair: band_history.band_rel[pair][VISIBLE, alpha : alpha + 1],
+    }
+    for name, expected in checks.items():
+        got = _per_channel_series(_run(influxdb_server, name, band_history.db, time_range, interval, variables))
+        assert sorted(got) == sorted(channels), name
+        for channel in channels:
+            starts, means = interval_means(times, expected((stream, channel)), duration_ns(interval))
+            np.testing.assert_array_equal(got[channel][0], starts)
+            np.testing.assert_allclose(got[channel][1], means[:, 0], rtol=0, atol=MEAN_TOLERANCE_DB)
+    got = _per_channel_series(_run(influxdb_server, "quality_timeline_influxql", band_history.db, time_range,
+                                   interval, variables))
+    assert sorted(got) == sorted(channels)
+    for channel in channels:
+        state = band_history.state[stream, channel][VISIBLE]
+        starts = times - times % duration_ns(interval)
+        buckets = np.unique(starts)
+        worst = np.array([state[starts == b].max() for b in buckets], dtype=np.float64)
+        np.testing.assert_array_equal(got[channel][0], buckets)
+        np.testing.assert_array_equal(got[channel][1], worst)

@@ -51,7 +51,7 @@ def open_recording(path: Path, settings: Settings, zone: tzinfo | None, *, load:
     """The reader for the file's type; RecordingError (one sentence) for anything unusable."""
     name = path.name.lower()
     lsl = settings.lsl
-    if name.endswith((".xdf", ".xdfz", ".xdf.gz")):
+    if name.endswith(".xdf"):
         from bridge.sources.xdf import open_xdf  # noqa: PLC0415 - pyxdf only when needed
 
         return open_xdf(path, StreamSelector(lsl.name, lsl.type, lsl.source_id),

@@ -139,7 +139,7 @@ def column(server: InfluxDBServer, db: str, field: str, stream: str, channel: st
 
 def row_counts(server: InfluxDBServer, db: str) -> dict[str, int]:
     counts = {}
-    for measurement in ("eeg_spectrum", "eeg_markers"):
+    for measurement in ("eeg_spectrum", "eeg_bands", "eeg_quality", "eeg_markers"):
         rows = query(server, db, f'SELECT count(*) FROM "{measurement}"')
         counts[measurement] = max(int(v) for v in rows[0][1:]) if rows else 0
     return counts
@@ -175,6 +175,7 @@ def test_xdf_two_streams_and_markers(influxdb_server: InfluxDBServer, influxdb_d
     np.testing.assert_allclose(values, expected[:, 3, k10], atol=VALUE_TOLERANCE)
     assert values.max() > expected[:, 0, k10].max() + 10  # the sine stands out over the noise channel
     assert np.all(np.abs(times - centre_times_ns(unix_a, frames_a, FS_A)) < TIME_TOLERANCE_NS)
+    times_a = times
 
     # B: recorded on another clock, mapped through its ClockOffset chunks onto the recorder's
     freqs_b = np.fft.rfftfreq(NPERSEG, 1 / FS_B)
@@ -182,6 +183,15 @@ def test_xdf_two_streams_and_markers(influxdb_server: InfluxDBServer, influxdb_d
     times, values = column(influxdb_server, influxdb_database, bin_field(freqs_b[k]), "EEG B", "ch0")
     np.testing.assert_allclose(values, expected_db(signal_b(), FS_B)[:, 0, k], atol=VALUE_TOLERANCE)
     assert np.all(np.abs(times - centre_times_ns(unix_b, frames_b, FS_B)) < TIME_TOLERANCE_NS)
+
+    # band power and quality: attached by the same engine, one row per channel and frame, at the frame times
+    bands = query(influxdb_server, influxdb_database,
+                  'SELECT "alpha", "beta" FROM "eeg_bands" WHERE "stream_name" = \'EEG A\' AND "channel" = \'O1\'')
+    assert [r[0] for r in bands] == list(times_a)
+    assert all(alpha > beta for _, alpha, beta in bands)  # the 10 Hz sine is alpha
+    quality = query(influxdb_server, influxdb_database,
+                    'SELECT "state" FROM "eeg_quality" WHERE "stream_name" = \'EEG B\' AND "channel" = \'ch1\'')
+    assert len(quality) == frames_b
 
     # markers: text and time (through the marker stream's own clock offsets: 0 here)
     rows = query(influxdb_server, influxdb_database, 'SELECT "marker", "stream_name" FROM "eeg_markers"')
@@ -225,6 +235,28 @@ def test_truncated_xdf_imports_the_intact_part(influxdb_server: InfluxDBServer, 
     counts = series_counts(influxdb_server, influxdb_database)
     assert counts[("EEG A", "Fz")] == frame_count(intact[1])
     assert counts[("EEG B", "ch0")] == frame_count(intact[2])
+
+
+@pytest.mark.parametrize("into", [1, 2, 6, 12, 30, -40, -1], ids=lambda k: f"byte{k:+d}")
+def test_cut_anywhere_keeps_exactly_the_complete_chunks(tmp_path: Path, into: int) -> None:
+    """A recording cut anywhere inside a Samples chunk (its length, tag, StreamId, sample count,
+    a timestamp, the last value byte): exactly the complete chunks' samples, and a warning."""
+    from bridge.sources.recorded import StreamSelector
+    from bridge.sources.xdf import open_xdf
+
+    full = tmp_path / "full.xdf"
+    written = write_xdf(full, DATETIME, xdf_streams(chunk_samples=250))
+    samples = [w for w in written if w.tag == 3]
+    cut_inside = samples[len(samples) // 2]
+    start = written[written.index(cut_inside) - 1].end
+    end = start + into if into > 0 else cut_inside.end + into
+    path = tmp_path / "cut.xdf"
+    path.write_bytes(full.read_bytes()[:end])
+    recording = open_xdf(path, StreamSelector(), StreamSelector())
+    intact = {sid: sum(w.samples for w in samples if w.stream_id == sid and w.end <= end) for sid in (1, 2)}
+    assert [s.samples for s in recording.streams] == [intact[1], intact[2]]
+    np.testing.assert_array_equal(recording.streams[0].read(0, intact[1])[0], signal_a()[: intact[1]])
+    assert recording.warnings == [recording.warnings[0]] and f"cut off at byte {start} of {end}" in recording.warnings[0]
 
 
 def test_xdf_recorded_on_this_machine_uses_its_lsl_clock(influxdb_server: InfluxDBServer, influxdb_database: str,

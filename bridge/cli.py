@@ -47,7 +47,7 @@ from bridge.archive.spool import Spool
 
 log = logging.getLogger("bridge")
 
-_COMMANDS = ("run", "simulate", "replay", "import")
+_COMMANDS = ("run", "simulate", "replay", "import", "demo")
 
 
 def _flag(alias: str) -> str:
@@ -82,7 +82,8 @@ def run_parser() -> argparse.ArgumentParser:
         prog="eeg-bridge",
         description="Stream EEG power spectra from LSL to Grafana Live (live heatmap) and InfluxDB (archive). "
         "Commands: run (default), simulate (a synthetic EEG outlet), replay (upload a spool), "
-        "import (recorded XDF/EDF/BDF files; see 'eeg-bridge import --help'). "
+        "import (recorded XDF/EDF/BDF files; see 'eeg-bridge import --help'), "
+        "demo (simulator + bridge + live page). "
         "Every option can also be set by its environment variable.",
         epilog=_secrets_epilog(),
     )
@@ -383,10 +384,17 @@ def cmd_simulate(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def cmd_demo(argv: Sequence[str]) -> int:
+    from bridge import demo
+
+    return demo.main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in _COMMANDS else "run"
-    handlers = {"run": cmd_run, "simulate": cmd_simulate, "replay": cmd_replay, "import": cmd_import}
+    handlers = {"run": cmd_run, "simulate": cmd_simulate, "replay": cmd_replay, "import": cmd_import,
+                "demo": cmd_demo}
     try:
         return handlers[command](argv)
     except ConfigError as exc:

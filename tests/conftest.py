@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures_grafana",
     "tests.fixtures_influxdb",
     "tests.bridge_process",
+    "tests.fixtures_browser",
 ]

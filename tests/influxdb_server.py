@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import httpx
 
+from bridge.demo import influxd_environment
+
 START_DEADLINE_S = 90.0
 """Generous: a loaded 2-core machine may take far longer than the usual ~0.1 s."""
 STOP_DEADLINE_S = 30.0
@@ -91,17 +93,7 @@ class InfluxDBServer:
 
     def environment(self) -> dict[str, str]:
         """The reference's variable set; everything else is left at influxd's defaults."""
-        return {
-            **os.environ,
-            "INFLUXDB_META_DIR": str(self.root / "meta"),
-            "INFLUXDB_DATA_DIR": str(self.root / "data"),
-            "INFLUXDB_DATA_WAL_DIR": str(self.root / "wal"),
-            "INFLUXDB_HTTP_BIND_ADDRESS": f"127.0.0.1:{self.http_port}",
-            "INFLUXDB_BIND_ADDRESS": f"127.0.0.1:{self.rpc_port}",
-            "INFLUXDB_REPORTING_ENABLED": "false",
-            "INFLUXDB_MONITOR_STORE_ENABLED": "false",
-            "INFLUXDB_HTTP_LOG_ENABLED": "false",
-        }
+        return {**os.environ, **influxd_environment(self.root, self.http_port, self.rpc_port)}
 
     def start(self) -> InfluxDBServer:
         """Start (or restart after `stop`/`kill`) on the same directories and ports.

@@ -1,4 +1,4 @@
-"""The live page's wire format: one compact binary message per frame, encoded once for every viewer.
+r"""The live page's wire format: one compact binary message per frame, encoded once for every viewer.
 
 A 256 x 129 float32 frame is 132 kB; the page only colours pixels, for which 8 bits per value are
 plenty, so spectra travel (and are kept as history) as uint8 quantised between the frame's own

@@ -23,6 +23,7 @@ import asyncio
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -51,6 +52,9 @@ _ws_log.setLevel(logging.WARNING)
 PAGE_QUEUE_FRAMES = 16
 #: Frames the source may hand over before the loop thread has taken them (it never should lag).
 INBOX_FRAMES = 64
+#: Kernel send buffer per page: what a stalled browser can hold beyond its queue (autotuning would
+#: let it grow to megabytes, i.e. seconds of frames that are stale before they arrive).
+PAGE_SOCKET_BUFFER = 1 << 18
 #: A page must say hello (with the token, when one is set) this fast.
 HELLO_TIMEOUT_SEC = 10.0
 STATUS_INTERVAL_SEC = 1.0
@@ -121,6 +125,7 @@ class ViewSink:
         self._lock = threading.Lock()
         self._scheduled = False
         self._closed = False
+        self._status_task: Any = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sink-view", daemon=True)
         self._thread.start()
@@ -146,7 +151,7 @@ class ViewSink:
     # ---- core-facing -----------------------------------------------------------------------
     def start(self) -> None:
         self.health.ok()
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._status_loop()))
+        self._status_task = asyncio.run_coroutine_threadsafe(self._status_loop(), self._loop)
         log.info("live page on %s", self.url)
 
     def offer(self, frame: SpectrumFrame) -> None:
@@ -186,6 +191,8 @@ class ViewSink:
         self._thread.join(5.0)
 
     async def _shutdown(self) -> None:
+        if self._status_task is not None:
+            self._status_task.cancel()
         self._server.close()
         await self._server.wait_closed()
         self.metrics.drop("stale", len(self._inbox) + sum(len(page.frames) for page in self._pages))
@@ -277,6 +284,9 @@ class ViewSink:
         return ok
 
     async def _handle(self, connection: ServerConnection) -> None:
+        sock = connection.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PAGE_SOCKET_BUFFER)
         try:
             if not await self._authorised(connection):
                 return

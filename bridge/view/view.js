@@ -60,6 +60,16 @@
       frame.qstate = new Uint8Array(buffer, off, nch); frame.qflags = new Uint8Array(buffer, off + nch, nch); off += 2 * nch;
     }
     frame.q = new Uint8Array(buffer, off, nch * nf);
+    // Robust ends of this frame's values (5th and 99.9th percentile) for the auto colour range:
+    // single noise dips would otherwise stretch the scale down and darken the whole picture.
+    const hist = new Uint32Array(256), q = frame.q;
+    for (let i = 0; i < q.length; i++) hist[q[i]]++;
+    const finite = q.length - hist[NOT_FINITE], step = (frame.max - frame.min) / LEVELS;
+    let seen = 0, low = 0, high = LEVELS;
+    for (let level = 0; level <= LEVELS; level++) { seen += hist[level]; if (seen >= 0.05 * finite) { low = level; break; } }
+    seen = 0;
+    for (let level = LEVELS; level >= 0; level--) { seen += hist[level]; if (seen >= 0.001 * finite) { high = level; break; } }
+    frame.p05 = frame.min + low * step; frame.p999 = frame.min + high * step;
     return frame;
   }
 
@@ -162,7 +172,7 @@
     if ($("auto").checked) {
       const mins = [];
       hi = -Infinity;
-      for (const f of state.frames) { if (f.max > hi) hi = f.max; mins.push(f.min); }
+      for (const f of state.frames) { if (f.p999 > hi) hi = f.p999; mins.push(f.p05); }
       if (!mins.length) return false;
       mins.sort((a, b) => a - b);
       lo = Math.floor(mins[Math.floor(mins.length / 2)] / 5) * 5;
@@ -294,8 +304,9 @@
     for (const [t, text] of state.markers) {
       const age = (right - t) / 1000;
       if (age < 0 || age > span) continue;
-      const m = document.createElement("div");
-      m.className = "marker"; m.style.left = (L + W - (age / span) * W) + "px"; m.style.top = T + "px"; m.style.height = H + "px";
+      const m = document.createElement("div"), x = L + W - (age / span) * W;
+      m.className = x > L + 0.7 * W ? "marker left" : "marker"; // labels near the right edge go to the line's left
+      m.style.left = x + "px"; m.style.top = T + "px"; m.style.height = H + "px";
       m.dataset.text = text; m.dataset.timeMs = t;
       const label = document.createElement("span"); label.textContent = text;
       m.append(label); box.append(m);
@@ -337,7 +348,7 @@
       const x = plotL + ((f - fLow) / (fHigh - fLow)) * plotW;
       ctx.fillText(String(+f.toFixed(3)), x, rowH * nch + 3);
     }
-    ctx.textAlign = "left"; ctx.fillText("Hz", plotL + plotW - 14, rowH * nch + 3);
+    ctx.textAlign = "right"; ctx.fillText("Hz", labelW - 3, rowH * nch + 3);
   }
 
   /** Band power per channel as bars, each band scaled to its own min..max over the channels. */

@@ -22,6 +22,7 @@ import pylsl
 import pytest
 from websockets.sync.client import connect
 
+from bridge.codecs.view import decode_frame
 from bridge.sinks.view import PAGE_QUEUE_FRAMES
 from tests.bridge_process import BridgeProcess, free_port, wait_until
 from tests.fixtures_browser import canvas_pixels, console_errors, screenshot
@@ -293,18 +294,25 @@ def test_a_stalled_page_drops_its_own_frames_and_the_archive_stays_complete(
         player = Player(outlet, x, fs, chunk=10)
         players.append(player)
         player.start()
-        # a page that reads keeps getting fresh frames meanwhile
+        wait_until(lambda: _metric(metrics_port, "eeg_bridge_sink_frames_dropped_total", sink="view", reason="stale") >= 3 * PAGE_QUEUE_FRAMES,
+                   60, lambda: "the stalled page never dropped frames:\n" + process.output()[-2000:])
+        assert _metric(metrics_port, "eeg_bridge_sink_queue_depth", sink="view") == PAGE_QUEUE_FRAMES  # its own limit
+        # meanwhile a page that reads gets every new frame, in order: it is not held back by the stalled one
         with connect(f"ws://127.0.0.1:{view_port}/ws", max_size=None) as reader:
             reader.send(json.dumps({"type": "hello", "token": ""}))
             assert json.loads(reader.recv(10))["ok"] is True
-            wait_until(lambda: _metric(metrics_port, "eeg_bridge_sink_frames_dropped_total", sink="view", reason="stale") >= 3 * PAGE_QUEUE_FRAMES,
-                       60, lambda: "the stalled page never dropped frames:\n" + process.output()[-2000:])
-            depth = _metric(metrics_port, "eeg_bridge_sink_queue_depth", sink="view")
-            assert depth <= PAGE_QUEUE_FRAMES + 1  # its own queue limit (+ a frame in the hand-over)
-            frames_read = 0
-            while frames_read < 20:  # the reading page is not held back by the stalled one
-                if isinstance(reader.recv(30), bytes):
-                    frames_read += 1
+            history_done = False
+            seqs: list[int] = []
+            live = 0
+            while live < 40:
+                message = reader.recv(30)
+                if isinstance(message, bytes):
+                    seqs.append(decode_frame(message)["seq"])
+                    live += history_done
+                else:
+                    history_done = history_done or json.loads(message)["type"] == "history_end"
+        assert np.all(np.diff(seqs) == 1), seqs  # the history, then live frames, none missing
+        assert _metric(metrics_port, "eeg_bridge_sink_frames_sent_total", sink="view") >= 40
         assert player.done.wait(90)
         wait_until(lambda: _metric(metrics_port, "eeg_bridge_frames_computed_total") >= expected_frames, 60, process.output)
         assert process.terminate() == 0

@@ -5,7 +5,7 @@
     python -m bench.run --only latency cost  # some sections (writes bench/results/partial.*)
     python -m bench.run --cost-seconds 180   # longer real-time runs
 
-Sections: encoding, spectra, latency, cost, catchup, import (see each module's docstring). The Markdown
+Sections: encoding, spectra, latency, cost, catchup, import, derived (see each module's docstring). The Markdown
 goes to stdout and to the .md file; everything measured, with the machine facts, to the .json.
 Progress goes to stderr. Figures are reported as measured, with their target and pass/fail:
 on a shared 2-core machine they include whatever else ran meanwhile, which the report states.
@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import machine, report
 
-SECTIONS = ("encoding", "spectra", "latency", "cost", "catchup", "import")
+SECTIONS = ("encoding", "spectra", "latency", "cost", "catchup", "import", "derived")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 NOTES = [
@@ -121,11 +121,21 @@ def main(argv: list[str] | None = None) -> int:
         from bench import importbench
 
         results["import"] = importbench.run(quick, args.import_minutes, log)
+    if "derived" in sections:
+        log("derived (band power + quality) ...")
+        from bench import derived
+
+        results["derived"] = derived.run(2 if quick else 5, 10.0 if quick else 20.0, log,
+                                         live_seconds=args.cost_seconds or (10.0 if quick else 60.0), warmup=warmup)
 
     results["elapsed_s"] = time.time() - started
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["busy_note"] = _busy_note(results)
     text = report.render(results)
+    if results.get("derived"):
+        from bench import derived
+
+        text += derived.markdown(results["derived"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.md").write_text(text)
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str) + "\n")

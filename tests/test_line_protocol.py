@@ -488,3 +488,23 @@ def test_documented_band_and_quality_lines_have_the_encoders_keys() -> None:
         assert [k for k, _ in fields] == [k for k, _ in written[name][2]]
         assert [v.endswith("i") for _, v in fields] == [v.endswith("i") for _, v in written[name][2]]
         assert [len(v.partition(".")[2]) for _, v in fields] == [len(v.partition(".")[2]) for _, v in written[name][2]]
+
+
+def test_a_reused_table_template_forgets_the_cells_left_out_before() -> None:
+    rng = np.random.default_rng(9)
+    first = derived_frame(np.ones((5, 2)), np.ones((2, 2)), np.ones((2, 2)))
+    frames = []
+    for i in range(8):
+        q = rng.normal(0, 1e3, (5, 2))
+        q[rng.integers(5, size=i % 3), rng.integers(2, size=i % 3)] = np.nan  # 0, 1 or 2 holes
+        f = derived_frame(q, rng.normal(0, 50, (2, 2)), rng.uniform(0, 1, (2, 2)))
+        frames.append(SpectrumFrame(first.layout, i, TS + i, TS, f.power_db, band_db=f.band_db, band_rel=f.band_rel, quality=f.quality))
+    reused = lp.DerivedEncoder()
+    bodies = [reused.encode_many([f]).body for f in frames]  # one layout: one template, reused
+    assert bodies == [lp.DerivedEncoder().encode_many([f]).body for f in frames]
+    for f, body in zip(frames, bodies):
+        quality_lines = [line for line in parse(body) if line[0] == "eeg_quality"]
+        for (_, _, fields, _), c in zip(quality_lines, range(2)):
+            values = f.quality.values[:, c]  # type: ignore[union-attr]
+            expected = [n for n, v in zip(("std", "dc_offset", "rail_fraction", "line_noise_db", "hf_ratio_db"), values) if np.isfinite(v)]
+            assert [k for k, _ in fields] == expected + ["state", "flags"]

@@ -162,6 +162,12 @@ def _value_words(fixed: np.ndarray, decimals: int) -> np.ndarray:
         words = _SIGN_INT[int_part + 1000 * negative]
         words |= _FRAC[frac_part]
         return words[:, None]
+    if decimals == 6 and largest < 10 and not negative.any():  # fractions: 'd.dddddd', one word
+        chars = np.empty((fixed.size, 8), dtype=np.uint8)
+        chars[:, 0] = int_part + ord("0")
+        chars[:, 1] = ord(".")
+        chars[:, 2:] = _digits(frac_part, 6)
+        return chars.view(np.uint64)
     int_digits = max(_MIN_INT_DIGITS, len(str(largest)))
     width = -(-(2 + int_digits + decimals) // 8) * 8
     chars = np.zeros((fixed.size, width), dtype=np.uint8)
@@ -459,19 +465,21 @@ def _line_start(measurement: str, tags: list[tuple[str, str]]) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    """A field of a table: written fixed-point with ``decimals`` digits, or as an integer
-    (``decimals=0``: ``<n>i``, values 0..255, which is what state codes and flag sets are)."""
+    """A field of a table: fixed-point with ``decimals`` digits; or, with ``decimals=0``, a
+    whole number 0..255 (state codes, flag sets), as an integer field ``<n>i`` when ``integer``,
+    else as bare digits (a float field)."""
 
     name: str
     decimals: int = 3
+    integer: bool = False
 
 
-def _int_words() -> np.ndarray:
-    text = [f"{i}i".encode().rjust(8, b"\0") for i in range(256)]
+def _small_words(suffix: bytes) -> np.ndarray:
+    text = [str(i).encode().rjust(8 - len(suffix), b"\0") + suffix for i in range(256)]
     return np.frombuffer(b"".join(text), dtype=np.uint64).copy()
 
 
-_INT_WORDS = _int_words()
+_SMALL_WORDS = {True: _small_words(b"i"), False: _small_words(b"")}
 
 
 @dataclass(frozen=True, eq=False)
@@ -498,10 +506,14 @@ class TableEncoder:
     cell left is dropped. One instance per thread.
     """
 
-    def __init__(self, shape: TableShape, values: TableValues) -> None:
+    def __init__(self, shape: TableShape, values: TableValues, *, whole_lines: bool = False) -> None:
+        """``whole_lines``: a line with any unwritable number is left out whole (Grafana Live,
+        where a line with fewer fields changes the channel's schema), instead of just the cell."""
         self._shape = shape
         self._values = values
+        self._whole_lines = whole_lines
         self._parts: _TableParts | None = None
+        self._template: _Template | None = None
 
     def encode_many(self, frames: Sequence[SpectrumFrame]) -> EncodeResult:
         bodies: list[bytes] = []
@@ -528,6 +540,7 @@ class TableEncoder:
         head_width = parts.head.shape[1]
         lengths = np.array([len(escape_key(c.name)) + 2 for c in columns])
         self._parts = _TableParts(parts, columns, head_width - lengths)
+        self._template = None
         return self._parts
 
     def _render(self, table: _TableParts, chosen: list[tuple[SpectrumFrame, np.ndarray]]) -> tuple[bytes, int, int]:
@@ -540,12 +553,12 @@ class TableEncoder:
         values = np.stack([v for _, v in chosen]).reshape(rows, cells).astype(np.float64)
         ok = np.empty((rows, cells), dtype=bool)
         groups: list[tuple[np.ndarray, np.ndarray]] = []
-        for decimals in sorted({c.decimals for c in columns}):
-            index = np.array([j for j, c in enumerate(columns) if c.decimals == decimals])
+        for decimals, integer in sorted({(c.decimals, c.integer) for c in columns}):
+            index = np.array([j for j, c in enumerate(columns) if (c.decimals, c.integer) == (decimals, integer)])
             block = values[:, index]
             if decimals == 0:
                 good = (block >= 0) & (block <= 255)  # False for NaN too
-                words = _INT_WORDS[np.where(good, block, 0).astype(np.int64)].reshape(-1, 1)
+                words = _SMALL_WORDS[integer][np.where(good, block, 0).astype(np.int64)].reshape(-1, 1)
             else:
                 scaled = block * float(10**decimals)
                 good = np.abs(scaled) < MAX_ABS_VALUE * 10**decimals
@@ -555,24 +568,40 @@ class TableEncoder:
             groups.append((index, words.reshape(rows, index.size, -1)))
         width = max(w.shape[-1] for _, w in groups)
         tails = _tail_words(stamps)
-        template = _Template(parts, count, width * 8, tails.shape[1] * 8)
+        template = self._template
+        if template is None or template.frames < count or template.values.shape[-1] != width or template.tails.shape[-1] != tails.shape[1]:
+            template = _Template(parts, count, width * 8, tails.shape[1] * 8)
         for index, words in groups:
-            target = template.values[:rows][:, index]
+            if words.shape[-1] == width and index.size == cells:
+                template.values[:rows] = words
+                continue
+            target = np.zeros((rows, index.size, width), dtype=np.uint64)
             target[..., width - words.shape[-1] :] = words
             template.values[:rows, index] = target
         template.tails[:count] = tails[:, None, :]
         buf = template.buf[:rows]
+        if self._whole_lines:
+            ok[~ok.all(axis=1)] = False
         kept_line = ok.any(axis=1)
-        if not ok.all():
-            p, h = parts.prefix.shape[1], parts.head.shape[1]
-            cell_width = h + width * 8
-            buf[:, p : p + cells * cell_width].reshape(rows, cells, cell_width)[~ok] = 0
-            first = ok.argmax(axis=1)  # the first cell kept takes the ' ' after the tag set
-            moved = kept_line & (first > 0)
-            buf[np.flatnonzero(moved), p + first[moved] * cell_width + table.separators[first[moved]]] = ord(" ")
+        self._template = template
+        if ok.all():
+            return buf.tobytes().translate(None, b"\0"), rows, 0
+        # Leave out the unwritable cells (head and value blanked to NUL); the first cell kept in
+        # a line takes the ' ' after the tag set. Both are undone afterwards, so the template
+        # stays reusable.
+        p, h = parts.prefix.shape[1], parts.head.shape[1]
+        cell_width = h + width * 8
+        cellview = buf[:, p : p + cells * cell_width].reshape(rows, cells, cell_width)
+        cellview[~ok] = 0
+        first = ok.argmax(axis=1)
+        moved = np.flatnonzero(kept_line & (first > 0))
+        separators = p + first[moved] * cell_width + table.separators[first[moved]]
+        buf[moved, separators] = ord(" ")
         matrix = buf if kept_line.all() else buf[kept_line]
-        skipped = int(rows * cells - np.count_nonzero(ok))
-        return matrix.tobytes().translate(None, b"\0"), len(matrix), skipped
+        body = matrix.tobytes().translate(None, b"\0")
+        buf[moved, separators] = ord(",")
+        cellview[..., :h][~ok] = parts.head[np.nonzero(~ok)[1]]
+        return body, len(matrix), int(rows * cells - np.count_nonzero(ok))
 
 
 class DerivedEncoder:
@@ -610,8 +639,8 @@ QUALITY_COLUMNS = (
     Column("rail_fraction", 6),
     Column("line_noise_db", 3),
     Column("hf_ratio_db", 3),
-    Column("state", 0),
-    Column("flags", 0),
+    Column("state", 0, integer=True),
+    Column("flags", 0, integer=True),
 )
 
 

@@ -41,7 +41,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from bridge.config import GrafanaSettings
 from bridge.frame import FrameLayout, SpectrumFrame
-from bridge.codecs.line_protocol import LineProtocolEncoder, escape_key, escape_measurement
+from bridge.codecs.line_protocol import Column, LineProtocolEncoder, TableEncoder, escape_key, escape_measurement
 from bridge.observe.metrics import SinkMetrics
 from bridge.sinks import grafana_layout
 from bridge.sinks.grafana_dashboard import DashboardSyncError, sync_live_dashboard
@@ -93,12 +93,16 @@ class _OverviewLines:
         self.layout = layout
         self._keys = [escape_key(c) for c in layout.channels]
         self._bands = [escape_measurement(band_measurement(b.name)) for b in layout.bands]
-
-    def _line(self, measurement: str, values: np.ndarray, fmt: str, stamp: int) -> str | None:
-        if not np.all(np.isfinite(values)):
-            return None
-        fields = ",".join(f"{k}={v:{fmt}}" for k, v in zip(self._keys, values.tolist()))
-        return f"{measurement} {fields} {stamp}\n"
+        # The codec's table renderer (per-value f-strings cost ~0.5 ms per 256-channel frame):
+        # dB with 3 decimals, states as bare digits (float fields, as always).
+        dbs = tuple(Column(c, 3) for c in layout.channels)
+        states = tuple(Column(c, 0) for c in layout.channels)
+        self._band_lines = TableEncoder(lambda _: (self._bands, dbs), lambda f: f.band_db, whole_lines=True)
+        self._quality_lines = TableEncoder(
+            lambda _: ([QUALITY_MEASUREMENT], states),
+            lambda f: None if f.quality is None else f.quality.state[None, :],
+            whole_lines=True,
+        )
 
     def fill(self, stamps: list[int]) -> bytes:
         """Placeholder band/quality lines at ``stamps`` (missing frames), same fields as always."""
@@ -115,14 +119,10 @@ class _OverviewLines:
 
     def encode(self, frame: SpectrumFrame) -> tuple[bytes, int]:
         """(body, values skipped) for the frame's band power and quality; empty when it has none."""
-        lines: list[str | None] = []
-        if frame.band_db is not None:
-            for measurement, row in zip(self._bands, frame.band_db):
-                lines.append(self._line(measurement, row, ".3f", frame.time_ns))
-        if frame.quality is not None:
-            lines.append(self._line(QUALITY_MEASUREMENT, frame.quality.state.astype(np.float64), ".0f", frame.time_ns))
-        skipped = sum(len(self._keys) for line in lines if line is None)
-        return "".join(line for line in lines if line is not None).encode(), skipped
+        bands = self._band_lines.encode_many((frame,)) if self._bands else None
+        quality = self._quality_lines.encode_many((frame,))
+        body = (bands.body if bands else b"") + quality.body
+        return body, (bands.values_skipped if bands else 0) + quality.values_skipped
 
 
 class _Cadence:

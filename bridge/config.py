@@ -94,6 +94,7 @@ class Options(BaseModel):
     influxdb_password: SecretStr | None = Field(None, alias="INFLUXDB_PASSWORD", description="Password (v1).")
     influxdb_measurement: str = Field("eeg_spectrum", min_length=1, alias="INFLUXDB_MEASUREMENT", description="Measurement name for spectra.")
     influxdb_schema: Literal["wide", "long"] = Field("wide", alias="INFLUXDB_SCHEMA", description="wide: one field per bin; long: tag frequency_bin, field power.")
+    influxdb_max_columns: int = Field(500, ge=0, alias="INFLUXDB_MAX_COLUMNS", description="Columns per table the server allows (InfluxDB 3: 500); a wide layout needing more is refused at start. 0: no check.")
     batch_size: int = Field(10, ge=1, alias="BATCH_SIZE", description="Frames per InfluxDB write.")
     batch_interval_sec: float = Field(1.0, gt=0, alias="BATCH_INTERVAL_SEC", description="Longest a frame waits before its batch is written (and made durable).")
     influxdb_timeout_sec: float = Field(10.0, gt=0, alias="INFLUXDB_TIMEOUT_SEC", description="Per-write timeout.")
@@ -247,6 +248,23 @@ class SpectrumSettings:
     precomputed_frequencies: np.ndarray | None
     precomputed_scale: Literal["db", "power"]
     derived: DerivedSettings = DerivedSettings()
+    #: Most frequency bins a frame may have (wide schema under INFLUXDB_MAX_COLUMNS); None: any.
+    max_bins: int | None = None
+
+    def bins_problem(self, bins: int) -> str | None:
+        """The sentence refusing a layout of ``bins`` bins, or None when it fits."""
+        if self.max_bins is None or bins <= self.max_bins:
+            return None
+        return (
+            f"A wide layout of {bins} frequency bins needs {bins + WIDE_EXTRA_COLUMNS} columns per table, more than "
+            f"INFLUXDB_MAX_COLUMNS ({self.max_bins + WIDE_EXTRA_COLUMNS}, InfluxDB 3's default limit is 500): set "
+            "INFLUXDB_SCHEMA=long, or keep fewer bins with SPECTRUM_FMAX (or SPECTRUM_FMIN), or raise "
+            "INFLUXDB_MAX_COLUMNS for a server without that limit."
+        )
+
+
+#: Columns of a wide eeg_spectrum table besides the bins: time and the tags channel, stream_name.
+WIDE_EXTRA_COLUMNS = 3
 
 
 @dataclass(frozen=True)
@@ -439,7 +457,7 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
             tls=tls,
             token_ttl_sec=options.grafana_minted_token_ttl_sec,
         )
-    return Settings(
+    settings = Settings(
         lsl=LslSettings(
             name=options.lsl_stream_name,
             type=options.lsl_stream_type,
@@ -464,6 +482,11 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
             ),
             precomputed_scale=options.precomputed_scale,
             derived=_derived_settings(options),
+            max_bins=(
+                options.influxdb_max_columns - WIDE_EXTRA_COLUMNS
+                if options.influxdb_schema == "wide" and options.influxdb_max_columns > 0
+                else None
+            ),
         ),
         grafana=grafana,
         influxdb=InfluxSettings(
@@ -504,3 +527,10 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
             token=options.view_token if options.view_token and options.view_token.get_secret_value() else None,
         ),
     )
+    if options.spectrum_mode == "raw" and options.spectrum_fmin is None and options.spectrum_fmax is None:
+        # Without SPECTRUM_FMIN/FMAX the bin count is nperseg // 2 + 1 whatever the stream's rate;
+        # otherwise it is known once the stream is (bridge/pipeline.py build_engine checks it then).
+        problem = settings.spectrum.bins_problem(options.spectrum_nperseg // 2 + 1)
+        if problem is not None:
+            raise ConfigError(problem)
+    return settings

@@ -72,9 +72,15 @@ def build_engine(description: StreamDescription, spectrum: SpectrumSettings) -> 
     not fit it is refused here like any other unusable stream (one sentence, exit 2).
     """
     try:
-        return _build_engine(description, spectrum)
+        engine, selection = _build_engine(description, spectrum)
     except BandOutsideAxis as exc:
         raise StreamRejected(f"stream {description.who()}: {exc}") from None
+    # The bin count is known only now (SPECTRUM_FMIN/FMAX, a precomputed axis): wide rows must fit
+    # the server's columns per table (INFLUXDB_MAX_COLUMNS).
+    problem = spectrum.bins_problem(int(engine.layout.frequencies.size))
+    if problem is not None:
+        raise StreamRejected(f"stream {description.who()}: {problem}")
+    return engine, selection
 
 
 def _build_engine(description: StreamDescription, spectrum: SpectrumSettings) -> tuple[SpectrumEngine, Selection]:

@@ -84,7 +84,7 @@ COLOR_MAX_DB = 30
 FILTER_LE = -1e9
 
 TAGS = ["eeg", "eeg-bridge"]
-SCHEMA_VERSION = 41  # Grafana 12.x; Grafana 11 loads it unchanged
+SCHEMA_VERSION = 41  # Grafana 12.x schema; Grafana 11 and 13 load it (older schemas are migrated on load)
 
 
 def heatmap_panel(

@@ -277,6 +277,10 @@ def render(results: dict[str, Any]) -> str:
         out += catchup(results["catchup"])
     if results.get("import"):
         out += importing(results["import"])
+    if results.get("threesinks"):
+        from bench import threesinks
+
+        out += threesinks.render(results["threesinks"])
     for note in results.get("notes", []):
         out.append(f"- {note}")
     return "\n".join(out).rstrip() + "\n"

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import machine, report
 
-SECTIONS = ("encoding", "spectra", "latency", "cost", "catchup", "import", "derived")
+SECTIONS = ("encoding", "spectra", "latency", "cost", "catchup", "import", "derived", "threesinks")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 NOTES = [
@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         results["derived"] = derived.run(2 if quick else 5, 10.0 if quick else 20.0, log,
                                          live_seconds=args.cost_seconds or (10.0 if quick else 60.0), warmup=warmup)
 
+    if "threesinks" in sections:
+        log("three sinks ...")
+        from bench import threesinks
+
+        results["threesinks"] = threesinks.run(args.cost_seconds or (10.0 if quick else 60.0), warmup, log)
     results["elapsed_s"] = time.time() - started
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["busy_note"] = _busy_note(results)

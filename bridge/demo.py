@@ -115,6 +115,8 @@ def bridge_environment(env: Mapping[str, str], *, port: int, spool: Path, influx
     """The bridge's settings for the demo; the user's own environment wins where it says something."""
     out = {**env, "LSL_STREAM_NAME": DEMO_STREAM, "VIEW_PORT": str(port)}
     out.setdefault("GRAFANA_URL", "")
+    # EEG lives below ~80 Hz; the simulator's 0-250 Hz would squeeze it into the bottom third.
+    out.setdefault("SPECTRUM_FMAX", "80")
     out.setdefault("SPOOL_DIR", str(spool))
     if influx_url is not None:
         out.update(INFLUXDB_URL=influx_url, INFLUXDB_API="v1", INFLUXDB_BUCKET=DEMO_DATABASE)
@@ -125,6 +127,9 @@ def bridge_environment(env: Mapping[str, str], *, port: int, spool: Path, influx
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
+    # Started in the background by a non-interactive shell, SIGINT arrives ignored: Ctrl-C (or
+    # kill -INT) must still stop the demo.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.channels < 1 or args.rate <= 0:
         raise ConfigError("--channels and --rate must be positive.")
     host = os.environ.get("VIEW_HOST", "127.0.0.1")
@@ -150,12 +155,14 @@ def main(argv: Sequence[str]) -> int:
             _say(f"also pushing live frames to Grafana at {os.environ['GRAFANA_URL']}")
         else:
             _say("Grafana not used: set GRAFANA_URL (and GRAFANA_TOKEN) to also push the heatmaps there")
+        # A source_id of its own, so another simulator (or demo) on the network is never picked up.
+        source_id = f"eeg-bridge-demo-{os.getpid()}"
         simulator = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "simulate", "--name", DEMO_STREAM,
+            [sys.executable, "-m", "bridge", "simulate", "--name", DEMO_STREAM, "--source-id", source_id,
              "--channels", str(args.channels), "--rate", f"{args.rate:g}"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        env = bridge_environment(os.environ, port=port, spool=spool, influx_url=influx_url)
+        env = {**bridge_environment(os.environ, port=port, spool=spool, influx_url=influx_url), "LSL_SOURCE_ID": source_id}
         # Its own session too: a terminal's Ctrl-C reaches only us, and we pass on exactly one
         # signal (a second one landing while the bridge exits would cut its clean stop short).
         bridge = subprocess.Popen([sys.executable, "-m", "bridge", "run"], env=env, stdin=subprocess.DEVNULL,

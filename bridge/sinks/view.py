@@ -23,6 +23,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -134,7 +135,8 @@ class ViewSink:
         except OSError as exc:
             self._stop_loop()
             raise ConfigError(
-                f"Cannot serve the live page on {settings.host}:{settings.port} ({exc.strerror or exc}); "
+                f"Cannot serve the live page on {settings.host}:{settings.port} "
+                f"({os.strerror(exc.errno) if exc.errno else exc}); "
                 "choose another VIEW_PORT."
             ) from None
         self.port = int(self._server.sockets[0].getsockname()[1])

@@ -879,8 +879,10 @@ class GrafanaLiveStandIn:
     """Grafana Live push endpoints on 127.0.0.1, with test controls and a simulated browser.
 
     tokens: token -> role, or "expired" / "revoked". users: basic-auth name -> (password, role),
-    honoured while `basic_auth_enabled`. require_live_push_permission: Grafana 2026+ (Viewer gets
-    403 on HTTP push); False plays older versions where any signed-in identity may push.
+    honoured while `basic_auth_enabled`. require_live_push_permission: False (the default) is what
+    Grafana's source shows: the HTTP push route is guarded by reqSignedIn only (pkg/api/api.go), so
+    any signed-in identity, a Viewer too, may push; True plays a deployment that refuses Viewers 403
+    (Stand-in: no such check exists in Grafana's code; kept to test the bridge's 403 handling).
     ws_ping_interval / ws_pong_timeout: Grafana pings every 25 s and drops a connection whose last
     pong (or opening) is older than interval * 10 / 9 (~28 s); shorten both in tests.
     browser_max_rows: the browser buffer length per channel (panel Max data points).
@@ -890,14 +892,13 @@ class GrafanaLiveStandIn:
     history_limit: how many requests, messages, frames per channel and mismatches are kept.
     """
 
-    # Stand-in: require_live_push_permission defaults to the stricter, current Grafana behaviour.
     def __init__(
         self,
         *,
         tokens: Mapping[str, Credential] | None = None,
         users: Mapping[str, tuple[str, Role]] | None = None,
         basic_auth_enabled: bool = True,
-        require_live_push_permission: bool = True,
+        require_live_push_permission: bool = False,
         ws_ping_interval: float = 25.0,
         ws_pong_timeout: float | None = None,
         ws_max_message_size: int = 1 << 20,
@@ -1458,7 +1459,8 @@ class GrafanaLiveStandIn:
         if isinstance(identity, _Reply):
             return identity
         if self._require_push_permission and _ROLE_RANK[identity.role] < _ROLE_RANK["Editor"]:
-            # Stand-in: the body of Grafana's access-control refusal; only the 403 is specified.
+            # Stand-in: a stricter deployment's refusal (Grafana's own route only needs a signed-in
+            # identity); the body is Grafana's access-control wording.
             payload = {
                 "title": "Access denied",
                 "message": "You'll need additional permissions to perform this action. "
@@ -1665,7 +1667,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="basic-auth user; ROLE defaults to Admin",
     )
     parser.add_argument(
-        "--any-identity-may-push", action="store_true", help="play Grafana before 2026: Viewers may push"
+        "--refuse-viewer-push", action="store_true",
+        help="refuse HTTP push by Viewers with 403 (not Grafana's own behaviour: its route needs a signed-in identity only)",
     )
     parser.add_argument("--ping-interval", type=float, default=25.0)
     parser.add_argument("--pong-timeout", type=float, default=None, help="default: ping interval * 10 / 9")
@@ -1684,7 +1687,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with GrafanaLiveStandIn(
         tokens=tokens,
         users=users,
-        require_live_push_permission=not args.any_identity_may_push,
+        require_live_push_permission=args.refuse_viewer_push,
         ws_ping_interval=args.ping_interval,
         ws_pong_timeout=args.pong_timeout,
         host=args.host,

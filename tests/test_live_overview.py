@@ -198,3 +198,48 @@ def test_dashboard_sync_is_refused_for_a_locked_provisioned_dashboard(grafana_li
     response = httpx.get(f"{grafana_live.url}/api/dashboards/uid/{grafana_layout.LIVE_DASHBOARD_UID}",
                          headers={"Authorization": f"Bearer {EDITOR_TOKEN}"})
     assert "E1" not in response.text and response.json()["meta"]["provisioned"] is True
+
+
+# ---- the whole bridge: no InfluxDB at all, only an admin login for Grafana ------------------------
+
+from tests.bridge_process import wait_until  # noqa: E402
+from tests.fixtures_grafana import ADMIN_PASSWORD, ADMIN_USER  # noqa: E402
+from tests.fixtures_lsl import Player, make_outlet, unique  # noqa: E402
+
+
+def test_bridge_without_influxdb_fills_the_live_dashboard(grafana_live, bridges, players, tmp_path) -> None:  # noqa: F811
+    """InfluxDB not configured at all: the bridge mints its Editor token, pushes spectra, bands and
+    quality, and writes its channels into the live dashboard, which then shows every channel live."""
+    grafana_live.provision_dashboard(_live_board(), allow_ui_updates=_allow_ui_updates())
+    labels = [f"E{i}" for i in range(1, 21)]
+    fs = 250.0
+    name = unique("overview")
+    outlet = make_outlet(name, channels=len(labels), rate=fs, labels=labels)
+    process = bridges({
+        "LSL_STREAM_NAME": name, "GRAFANA_URL": grafana_live.url, "GRAFANA_ADMIN_USER": ADMIN_USER,
+        "GRAFANA_ADMIN_PASSWORD": ADMIN_PASSWORD, "GRAFANA_QUEUE_FRAMES": "1000", "INFLUXDB_URL": "",
+        "SPECTRUM_NPERSEG": "64", "SPECTRUM_NOVERLAP": "32", "SPOOL_DIR": str(tmp_path / "spool"),
+    })
+    process.wait_for_output("connected to")
+    rng = np.random.default_rng(5)
+    player = Player(outlet, rng.normal(0, 10, (1600, len(labels))), fs, chunk=16)
+    players.append(player)
+    player.start()
+    assert player.done.wait(60)
+
+    def listed() -> bool:
+        board = grafana_live.dashboard(grafana_layout.LIVE_DASHBOARD_UID) or {}
+        return "E20" in json.dumps(board.get("templating", {}))
+
+    wait_until(listed, 60, process.output)
+    view = grafana_live.open_dashboard(grafana_layout.LIVE_DASHBOARD_UID, query_variable=_influxdb_down)
+    live = view.live_panels()
+    assert [p.title for p in live if p.title.endswith(": live")] == [f"E{i}: live" for i in range(1, 9)]
+    assert all(p.shows_data for p in live)
+    for channel in view.subscriptions():
+        assert grafana_live.browser_rows(channel), f"nothing pushed on {channel}"
+    alpha = grafana_live.last_frame(live_channel("eeg", "band_alpha"))
+    assert alpha is not None and {f.name for f in alpha.fields[2:]} == set(labels)
+    (account,) = grafana_live.service_accounts()
+    assert account["role"] == "Editor" and len(account["token_list"]) == 1
+    assert process.terminate() == 0

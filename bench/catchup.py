@@ -31,7 +31,7 @@ from bridge.frame import channel_names
 from bridge.codecs.line_protocol import LineProtocolEncoder, bin_field_names
 from bridge.sources.simulator import EegSignal, SimulatorSettings, channel_labels
 from bridge.dsp.spectrum import StftEngine, StftParams
-from bridge.archive.spool import Spool
+from bridge.archive.spool import Destination, Spool
 
 DB = "eeg"
 STREAM = "BenchEEG"
@@ -42,7 +42,8 @@ TARGET_RATIO = 0.80
 
 def build_spool(directory: Path, minutes: float, channels: int = 64, rate: float = 1000.0, nperseg: int = 256, noverlap: int = 128) -> dict[str, Any]:
     """Fill ``directory`` with ``minutes`` of frames, as the archive sink would have spooled them."""
-    spool = Spool(directory, max_bytes=1 << 40)
+    # Recorded as with INFLUXDB_URL empty: replay sends it to the server it is given, database DB.
+    spool = Spool(directory, max_bytes=1 << 40, destination=Destination(url="", api="v1", org="", bucket=DB))
     signal = EegSignal(SimulatorSettings(channels=channels, rate=rate, seed=7))
     engine = StftEngine(
         stream=STREAM, channels=channel_names(channel_labels(channels)), srate=rate,
@@ -67,6 +68,7 @@ def build_spool(directory: Path, minutes: float, channels: int = 64, rate: float
         spool.append(encoder.encode_many(pending).body, len(pending))
         frames += len(pending)
         segments += 1
+    spool.unlock()  # replay opens it next
     return {
         "frames": frames, "segments": segments, "bytes": spool.pending_bytes,
         "values": frames * channels * (nperseg // 2 + 1),
@@ -86,6 +88,7 @@ def _bodies(directory: Path) -> list[bytes]:
         size += segment.size
     if current:
         bodies.append(b"".join(current))
+    spool.unlock()
     return bodies
 
 

@@ -43,11 +43,14 @@ from bridge.sinks.base import Sink
 from bridge.sinks.grafana_live import GrafanaLiveSink
 from bridge.sinks.influxdb import InfluxSink, make_writer
 from bridge.sinks.view import PipelineStatus, ViewSink
-from bridge.archive.spool import Spool
+from bridge.archive.spool import QUARANTINE, Spool, SpoolInUse
 
 log = logging.getLogger("bridge")
 
 _COMMANDS = ("run", "simulate", "replay", "import", "demo")
+#: replay's exit status is 0 or the sum of these (2 stays "bad input", e.g. a spool in use).
+EXIT_DATA_LEFT = 1
+EXIT_QUARANTINED = 4
 
 
 def _flag(alias: str) -> str:
@@ -60,8 +63,6 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         if alias in SECRET_OPTIONS:
             continue  # secrets only from env or *_FILE: a flag would show in `ps`
         default = "-" if field.default is None else field.default
-        if field.default_factory is not None:
-            default = "~/.local/state/eeg-bridge/spool"
         help_text = f"{field.description} [env {alias}; default: {default}]"
         if field.annotation is bool:
             parser.add_argument(_flag(alias), dest=alias, action="store_const", const="true", help=help_text)
@@ -95,7 +96,11 @@ def run_parser() -> argparse.ArgumentParser:
 def replay_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eeg-bridge replay",
-        description="Upload the archive spool (SPOOL_DIR) to InfluxDB, then exit: 0 when it is empty.",
+        description="Upload archive spools to InfluxDB, each segment to the destination recorded in it, then exit. "
+        "Which spools: SPOOL_DIR; else the stream's default spool (LSL_SOURCE_ID, LSL_STREAM_NAME or LSL_STREAM_TYPE); "
+        "else every spool under ~/.local/state/eeg-bridge/spool. Exit status: 0 all uploaded; otherwise the sum of "
+        f"{EXIT_DATA_LEFT} (data left in a spool) and {EXIT_QUARANTINED} (files moved to quarantine/); 2 bad "
+        "configuration or a spool in use by another process.",
         epilog=_secrets_epilog(),
     )
     _add_option_flags(parser)
@@ -205,15 +210,30 @@ def _grafana_sink(settings: Settings, metrics: Metrics) -> GrafanaLiveSink:
     )
 
 
-def _influx_sink(settings: Settings, metrics: Metrics) -> InfluxSink:
+def _open_spool(settings: Settings, directory: Path, *, owner: str) -> Spool:
+    """Lock and open one spool, or say in one sentence why not."""
     try:
-        spool = Spool(settings.spool.directory, settings.spool.max_bytes)
+        return Spool(directory, settings.spool.max_bytes)
+    except SpoolInUse as busy:
+        if owner == "replay":
+            raise ConfigError(
+                f"SPOOL_DIR '{directory}' is in use by {busy.holder()}, which uploads it itself; "
+                "replay it after that process has stopped."
+            ) from None
+        raise ConfigError(
+            f"SPOOL_DIR '{directory}' is in use by {busy.holder()}: each bridge needs a spool of its own; "
+            "stop that process or set another SPOOL_DIR."
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"Cannot use SPOOL_DIR '{settings.spool.directory}': {exc.strerror or exc}.") from None
+        raise ConfigError(f"Cannot use SPOOL_DIR '{directory}': {exc.strerror or exc}.") from None
+
+
+def _influx_sink(settings: Settings, metrics: Metrics, directory: Path, *, owner: str = "run") -> InfluxSink:
+    spool = _open_spool(settings, directory, owner=owner)
     writer = make_writer(settings.influxdb) if settings.influxdb.url else None
     if writer is None:
-        log.warning("INFLUXDB_URL is empty: archiving to the spool at %s only", settings.spool.directory)
-    return InfluxSink(settings.influxdb, metrics, spool, writer=writer)
+        log.warning("INFLUXDB_URL is empty: archiving to the spool at %s only", directory)
+    return InfluxSink(settings.influxdb, metrics, spool, writer=writer, owner=owner)
 
 
 def _status_line(pipeline: Pipeline, metrics: Metrics) -> StatusReporter:
@@ -293,10 +313,11 @@ def cmd_run(argv: Sequence[str]) -> int:
     if settings.influxdb.tls.insecure:
         log.warning("TLS_INSECURE is set: certificates are NOT verified; anyone on the path can read the tokens")
     metrics = Metrics()
+    assert settings.spool.directory is not None  # a stream selector is required, so there is a default
+    archive = _influx_sink(settings, metrics, settings.spool.directory)  # the spool's lock first
     sinks: list[Sink] = []
     if settings.grafana is not None:
         sinks.append(_grafana_sink(settings, metrics))
-    archive = _influx_sink(settings, metrics)
     sinks.append(archive)
     view = ViewSink(settings.view, metrics.sink("view")) if settings.view is not None else None
     if view is not None:
@@ -326,25 +347,64 @@ def cmd_run(argv: Sequence[str]) -> int:
     return code
 
 
+def find_spools(root: Path) -> list[Path]:
+    """Every spool directory at or below ``root`` (quarantine/ folders are not spools)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for directory in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
+        if QUARANTINE in directory.relative_to(root).parts:
+            continue
+        if any(child.is_file() for child in directory.iterdir()):
+            found.append(directory)
+    return found
+
+
+def _replay_one(settings: Settings, directory: Path, stop: threading.Event) -> int:
+    """Upload one spool; its exit-status bits."""
+    metrics = Metrics()
+    sink = _influx_sink(settings, metrics, directory, owner="replay")
+    log.info("replaying %d frames from %s", sink.spool.pending_frames, directory)
+    sink.start()
+    while sink.uploadable_frames() and not stop.is_set() and sink.health.state != "failed":
+        stop.wait(0.2)
+    sink.close(0.0)
+    sink.spool.unlock()
+    code = 0
+    if sink.spool.empty:
+        log.info("replay done: %d frames uploaded", int(metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb")))
+    else:
+        code |= EXIT_DATA_LEFT
+    if sink.spool.quarantined:
+        code |= EXIT_QUARANTINED
+        log.error(
+            "replay: %d files of %s were moved to %s (the reason is beside each)",
+            sink.spool.quarantined, directory, sink.spool.quarantine_dir,
+        )
+    return code
+
+
 def cmd_replay(argv: Sequence[str]) -> int:
     settings = _parse_settings(replay_parser(), argv, stream_needed=False)
     setup_logging(settings.observability.log_level, settings.observability.log_format)
     if not settings.influxdb.url:
         raise ConfigError("Set INFLUXDB_URL: replay uploads the spool to that server.")
-    metrics = Metrics()
-    sink = _influx_sink(settings, metrics)
     stop = threading.Event()
     _install_signals(stop)
-    frames = sink.spool.pending_frames
-    log.info("replaying %d frames from %s", frames, settings.spool.directory)
-    sink.start()
-    while not sink.spool.empty and not stop.is_set() and sink.health.state != "failed":
-        stop.wait(0.2)
-    sink.close(0.0)
-    if sink.spool.empty:
-        log.info("replay done: %d frames uploaded", int(metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb")))
-        return EXIT_OK
-    return 1
+    if settings.spool.directory is not None:
+        return _replay_one(settings, settings.spool.directory, stop)
+    directories = find_spools(settings.spool.root)
+    if not directories:
+        log.info("no spool under %s: nothing to replay", settings.spool.root)
+    code = EXIT_OK
+    for directory in directories:
+        if stop.is_set():
+            return code | EXIT_DATA_LEFT
+        try:
+            code |= _replay_one(settings, directory, stop)
+        except ConfigError as busy:  # in use: its own bridge uploads it; the others still get replayed
+            log.warning("%s", busy)
+    return code
 
 
 def cmd_import(argv: Sequence[str]) -> int:
@@ -358,10 +418,11 @@ def cmd_import(argv: Sequence[str]) -> int:
         raise ConfigError("Set INFLUXDB_URL: import writes into that server.")
     metrics = Metrics()
     # Its own spool under SPOOL_DIR, so an import never shares (or waits for) a live bridge's.
-    own = replace(settings, spool=replace(settings.spool, directory=settings.spool.directory / IMPORT_SPOOL))
+    directory = (settings.spool.directory or settings.spool.root) / IMPORT_SPOOL
+    own = replace(settings, spool=replace(settings.spool, directory=directory))
     stop = threading.Event()
     _install_signals(stop)
-    return run_import([Path(p) for p in paths], settings, metrics, lambda: _influx_sink(own, metrics), stop, zone,
+    return run_import([Path(p) for p in paths], settings, metrics, lambda: _influx_sink(own, metrics, directory, owner="import"), stop, zone,
                       dry_run, sys.stdout)
 
 

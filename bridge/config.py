@@ -12,7 +12,9 @@ secrets), never from flags, which would show in ``ps``. They are ``SecretStr`` s
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -30,14 +32,35 @@ from bridge.dsp.spectrum import StftParams
 from bridge.dsp.windows import get_window
 
 SECRET_OPTIONS = ("GRAFANA_TOKEN", "GRAFANA_ADMIN_PASSWORD", "INFLUXDB_TOKEN", "INFLUXDB_PASSWORD", "VIEW_TOKEN")
+#: Options whose empty value means something (switch the sink off); every other empty or blank
+#: value means "not set", as compose files and .env templates write ``METRICS_PORT=``.
+EMPTY_IS_A_VALUE = ("GRAFANA_URL", "INFLUXDB_URL")
 
 
 class ConfigError(ValueError):
     """A configuration problem, phrased as one sentence for the user."""
 
 
-def _state_dir() -> str:
-    return str(Path.home() / ".local" / "state" / "eeg-bridge" / "spool")
+def spool_root() -> Path:
+    """Where the default spools live: one directory per stream below this one."""
+    return Path.home() / ".local" / "state" / "eeg-bridge" / "spool"
+
+
+def stream_spool_name(source_id: str | None, name: str | None, type_: str | None) -> str | None:
+    """The default spool's directory name for the stream selector (None without one).
+
+    Known from the settings before any stream is resolved, so a bridge locks its spool before it
+    connects. The most specific selector wins (source_id > name > type) and names its kind, so
+    ``LSL_STREAM_NAME=EEG`` and ``LSL_STREAM_TYPE=EEG`` never share a spool; a value that had to be
+    made file-name safe gets a digest of the original, so "a b" and "a_b" do not share one either.
+    """
+    for kind, value in (("source_id", source_id), ("name", name), ("type", type_)):
+        if value:
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", value)[:80].lstrip(".")
+            if safe != value:
+                safe += "-" + hashlib.sha256(value.encode()).hexdigest()[:8]
+            return f"{kind}-{safe}"
+    return None
 
 
 class Options(BaseModel):
@@ -104,7 +127,7 @@ class Options(BaseModel):
     influxdb_bands_measurement: str = Field("eeg_bands", min_length=1, alias="INFLUXDB_BANDS_MEASUREMENT", description="Measurement for band power (field per band in dB, plus <band>_rel).")
     influxdb_quality_measurement: str = Field("eeg_quality", min_length=1, alias="INFLUXDB_QUALITY_MEASUREMENT", description="Measurement for channel quality (its numbers, state and flags).")
     health_write_interval_sec: float = Field(10.0, ge=0, alias="HEALTH_WRITE_INTERVAL_SEC", description="Write the loss ledger to InfluxDB this often (0 = never).")
-    spool_dir: str = Field(default_factory=_state_dir, alias="SPOOL_DIR", description="Directory of the durable archive spool.")
+    spool_dir: str | None = Field(None, alias="SPOOL_DIR", description="Directory of the durable archive spool (default: one per stream, ~/.local/state/eeg-bridge/spool/<stream>).")
     spool_max_bytes: int = Field(1 << 30, ge=1_000_000, alias="SPOOL_MAX_BYTES", description="Spool size limit; beyond it the oldest data is dropped (counted, logged).")
     # --- live page ------------------------------------------------------------------------------
     view_port: int | None = Field(None, ge=0, le=65535, alias="VIEW_PORT", description="Serve the live page (spectrograms, overview, markers) on this port; 0 = any free port (off by default).")
@@ -127,8 +150,8 @@ class Options(BaseModel):
                      "lsl_marker_stream_name", "lsl_marker_stream_type",
                      "influxdb_username", "spectrum_channels", "precomputed_frequencies", "tls_ca_bundle")
     @classmethod
-    def _blank_is_unset(cls, value: str | None) -> str | None:
-        return value.strip() or None if value is not None else None
+    def _strip(cls, value: str | None) -> str | None:
+        return value.strip() if value is not None else None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -327,8 +350,10 @@ class InfluxSettings:
 
 @dataclass(frozen=True)
 class SpoolSettings:
-    directory: Path
+    #: None only for ``replay`` without SPOOL_DIR or a stream selector: every spool under ``root``.
+    directory: Path | None
     max_bytes: int
+    root: Path
 
 
 @dataclass(frozen=True)
@@ -387,12 +412,19 @@ def _sentence(error: ValidationError) -> str:
     return f"Invalid {name}{shown}: {message}."
 
 
+def _is_set(name: str, value: Any) -> bool:
+    """Empty or blank means "not set" (the default applies), except where empty is a value."""
+    if value is None:
+        return False
+    return name in EMPTY_IS_A_VALUE or not isinstance(value, str) or bool(value.strip())
+
+
 def load_options(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Options:
     """Merge env and CLI overrides (by env name) and validate; raise ConfigError on bad input."""
     known = {f.alias for f in Options.model_fields.values()}
-    raw: dict[str, Any] = {k: v for k, v in env.items() if k in known}
+    raw: dict[str, Any] = {k: v for k, v in env.items() if k in known and _is_set(k, v)}
     raw.update(_read_secret_files(env))
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    raw.update({k: v for k, v in (overrides or {}).items() if k in known and _is_set(k, v)})
     try:
         return Options.model_validate(raw)
     except ValidationError as exc:
@@ -426,6 +458,16 @@ def _derived_settings(options: Options) -> DerivedSettings:
         quality=quality,
         strict="spectrum_bands" in options.model_fields_set,
     )
+
+
+def _spool_settings(options: Options) -> SpoolSettings:
+    root = spool_root()
+    if options.spool_dir:
+        directory: Path | None = Path(options.spool_dir).expanduser()
+    else:
+        name = stream_spool_name(options.lsl_source_id, options.lsl_stream_name, options.lsl_stream_type)
+        directory = root / name if name else None
+    return SpoolSettings(directory=directory, max_bytes=options.spool_max_bytes, root=root)
 
 
 def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
@@ -510,7 +552,7 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
             max_body_bytes=options.influxdb_max_body_bytes,
             tls=tls,
         ),
-        spool=SpoolSettings(directory=Path(options.spool_dir).expanduser(), max_bytes=options.spool_max_bytes),
+        spool=_spool_settings(options),
         observability=ObservabilitySettings(
             metrics_port=options.metrics_port,
             metrics_host=options.metrics_host,

@@ -142,3 +142,21 @@ def test_unusable_files_exit_2_before_connecting(
     assert main(["run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"eeg-bridge: {sentence}")
+
+
+@pytest.mark.parametrize("alias", [f.alias for f in Options.model_fields.values()])
+def test_an_empty_or_blank_variable_means_unset(alias: str) -> None:
+    """Compose files and .env templates write `METRICS_PORT=`: that is "not set", for every option
+    except the two whose empty value is documented to switch a sink off."""
+    for blank in ("", "  "):
+        if alias == "GRAFANA_URL":
+            assert settings_from({alias: blank}).grafana is None  # live push off
+            continue
+        if alias == "INFLUXDB_URL":
+            assert settings_from({alias: blank}).influxdb.url == ""  # spool only
+            continue
+        if alias == "LSL_STREAM_NAME":
+            assert load_options({alias: blank, "LSL_STREAM_TYPE": "EEG"}) == load_options({"LSL_STREAM_TYPE": "EEG"})
+            continue
+        assert load_options({**BASE, alias: blank}) == load_options(BASE)
+        assert load_options(BASE, {alias: blank}) == load_options(BASE)  # an empty flag too

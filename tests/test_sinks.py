@@ -220,7 +220,8 @@ def test_influx_400_quarantines_and_moves_on(spool: Spool) -> None:
     assert lines_of(accepted) == expected_influx_lines(2) + expected_influx_lines(3)
     quarantined = list(spool.quarantine_dir.glob("*.lp"))
     assert len(quarantined) == 1
-    assert quarantined[0].read_bytes() == b"".join(expected_influx_lines(0) + expected_influx_lines(1))
+    header, _, lines = quarantined[0].read_bytes().partition(b"\n")  # kept as spooled: header, then the lines
+    assert header.startswith(b"# eeg-bridge segment ") and lines == b"".join(expected_influx_lines(0) + expected_influx_lines(1))
     assert "field type conflict" in quarantined[0].with_suffix(".error.txt").read_text()
     assert metrics.value("eeg_bridge_sink_frames_dropped_total", sink="influxdb", reason="rejected") == 2
     assert metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 2

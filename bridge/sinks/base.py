@@ -105,17 +105,23 @@ def delivery_retrying(backoff: Backoff, stopping: threading.Event, health: SinkH
     )
 
 
+def line_cut(body: bytes, start: int, end: int) -> int:
+    """Where a part starting at ``start`` should end: after the last whole line before ``end``
+    (a longer first line stays whole)."""
+    if end >= len(body):
+        return len(body)
+    cut = body.rfind(b"\n", start, end)
+    if cut < 0:
+        cut = body.find(b"\n", end)
+    return len(body) if cut < 0 else cut + 1
+
+
 def split_lines(body: bytes, limit: int) -> list[bytes]:
     """Cut a body at line ends into parts of at most ``limit`` bytes (a longer line stays whole)."""
     parts: list[bytes] = []
     start = 0
-    while len(body) - start > limit:
-        cut = body.rfind(b"\n", start, start + limit)
-        cut = body.find(b"\n", start + limit) if cut < 0 else cut
-        if cut < 0:
-            break
-        parts.append(body[start : cut + 1])
-        start = cut + 1
-    if start < len(body):
-        parts.append(body[start:])
+    while start < len(body):
+        cut = line_cut(body, start, start + limit)
+        parts.append(body[start:cut])
+        start = cut
     return parts

@@ -11,12 +11,23 @@ Server rejections are not retried: a 400/422 quarantines the segment with the se
 message and the queue keeps moving; a 413 splits the body; 401/403/404 pause uploading (data
 stays spooled) with a message naming the fix, re-checked slowly so a fix on the server side is
 picked up without a restart.
+
+Each segment goes where it was recorded for (its header): this run's destination, another
+bucket or database on the same server (with this run's credentials), or, when it belongs to
+another server, nowhere: it stays in the spool and the log names the command that uploads it.
+
+Exactly once outside the crash window: the uploader remembers how far into its current group
+of segments the server has accepted, so a retry after an outage, a timeout or a 413 split
+resumes there instead of sending accepted lines again, and each segment is removed (and counted
+as sent) as soon as all its lines were accepted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
+import shlex
 import threading
 import time
 from typing import Callable, Protocol
@@ -29,8 +40,8 @@ from bridge.frame import SpectrumFrame
 from bridge.codecs.line_protocol import DerivedEncoder, LineProtocolEncoder
 from bridge.observe.metrics import Metrics, SinkMetrics
 from bridge.sinks.retry import Backoff, DeliveryError, PermanentError, TransientError, classify_status
-from bridge.sinks.base import SinkHealth, delivery_retrying, split_lines
-from bridge.archive.spool import Segment, Spool
+from bridge.sinks.base import SinkHealth, delivery_retrying, line_cut
+from bridge.archive.spool import Destination, Route, Segment, SegmentDamaged, Spool
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +78,32 @@ def _hints(settings: InfluxSettings) -> dict[int, str]:
 
 class _Stopping(Exception):
     """Shutdown reached the uploader between two attempts."""
+
+
+class _Unservable(Exception):
+    """The server refuses a recorded destination that is not this run's (e.g. its database is
+    gone): keep those segments and go on with the others instead of pausing everything."""
+
+    def __init__(self, destination: Destination, why: str) -> None:
+        super().__init__(why)
+        self.destination, self.why = destination, why
+
+
+def destination_of(settings: InfluxSettings) -> Destination:
+    """What every segment of this run records as its destination."""
+    return Destination(
+        url=settings.url, api=settings.api, org=settings.org if settings.api == "v2" else "", bucket=settings.bucket,
+        measurements=(settings.measurement, settings.marker_measurement, settings.health_measurement),
+    )
+
+
+def replay_command(destination: Destination, spool_dir: object) -> str:
+    """The one command that uploads segments recorded for ``destination``."""
+    credentials = "INFLUXDB_TOKEN" if destination.api == "v2" else "INFLUXDB_USERNAME and INFLUXDB_PASSWORD if auth is on"
+    return (
+        f"SPOOL_DIR={shlex.quote(str(spool_dir))} INFLUXDB_URL={shlex.quote(destination.url)} eeg-bridge replay "
+        f"(with that server's {credentials})"
+    )
 
 
 class Writer(Protocol):
@@ -168,13 +205,23 @@ class InfluxSink:
         spool: Spool,
         *,
         writer: Writer | None,
+        owner: str = "run",
     ) -> None:
         self.settings = settings
         self.ledger = metrics
         self.metrics: SinkMetrics = metrics.sink(self.name)
         self.health = SinkHealth(self.name, log)
         self.spool = spool
+        self.destination = destination_of(settings)
+        spool.destination = self.destination  # what this sink appends is recorded for its own destination
         self._writer = writer
+        #: One writer per route: this run's, plus others on the same server made on demand.
+        self._writers: dict[Route, Writer] = {} if writer is None else {self.destination.route: writer}
+        #: Routes whose segments stay in the spool (another server, or refused there).
+        self._held: set[Route] = set()
+        self._owner = owner
+        #: (seq of the first segment not yet fully accepted, bytes of it the server already has).
+        self._partial: tuple[int, int] | None = None
         self._encoder = LineProtocolEncoder(
             schema=settings.schema, measurement=settings.measurement, tag_channel=True, tag_stream=True
         )
@@ -199,6 +246,16 @@ class InfluxSink:
                 self.spool.pending_bytes / 1e6,
                 self.spool.directory,
             )
+        for destination, frames in self.spool.destinations().items():
+            if self._writer is None or destination.route == self.destination.route:
+                continue
+            if destination.on_server(self.settings.url):
+                log.info(
+                    "influxdb: %d of them were recorded for %s, not for this run's %s: they go there",
+                    frames, destination.describe(), self.destination.describe(),
+                )
+            else:
+                self._hold(destination, "another server: this run has no credentials for it")
         self._batcher.start()
         if self._writer is not None:
             self._uploader.start()
@@ -246,6 +303,10 @@ class InfluxSink:
     def queue_depth(self) -> int:
         return self._inbox.qsize() + self.spool.pending_frames
 
+    def uploadable_frames(self) -> int:
+        """Frames in the spool this sink can still deliver (held destinations left out)."""
+        return 0 if self._writer is None else self.spool.frames_for(skip=self._held)
+
     def close(self, timeout: float) -> None:
         """Spool everything still in memory, then keep uploading until empty or ``timeout``."""
         self._inbox.put(None)
@@ -255,7 +316,7 @@ class InfluxSink:
             # holding the user up: the spool is durable and is replayed at the next start.
             deadline = time.monotonic() + timeout
             while (
-                not self.spool.empty
+                self.uploadable_frames()
                 and self.health.failing_since is None
                 and self._uploader.is_alive()
                 and time.monotonic() < deadline
@@ -264,7 +325,8 @@ class InfluxSink:
             self._stop_uploading.set()
             self.spool.close()
             self._uploader.join(max(1.0, self.settings.timeout_sec + 1.0))
-            self._writer.close()
+            for writer in self._writers.values():
+                writer.close()
         if not self.spool.empty:
             log.warning(
                 "influxdb: %d frames stay in the spool at %s; they are uploaded at the next start "
@@ -340,56 +402,112 @@ class InfluxSink:
     def _run_uploader(self) -> None:
         retrying = delivery_retrying(BACKOFF, self._stop_uploading, self.health, self.metrics)
         while not self._stop_uploading.is_set():
-            segments = self.spool.take(self._max_body, timeout=0.5)
+            segments = self.spool.take(self._max_body, timeout=0.5, skip=self._held)
             if not segments:
                 continue
             try:
                 retrying(self._upload, segments)
+            except _Unservable as refused:
+                self._hold(refused.destination, refused.why)
             except (DeliveryError, _Stopping):
                 pass  # stopping while failing; the segments stay spooled
             except Exception:  # noqa: BLE001 - never let the archive thread die silently
                 log.exception("influxdb: unexpected error while uploading; will retry")
                 self._stop_uploading.wait(1.0)
 
+    def _hold(self, destination: Destination, why: str) -> None:
+        """Leave a destination's segments in the spool and say, once, what to do with them."""
+        self._held.add(destination.route)
+        frames = sum(n for d, n in self.spool.destinations().items() if d.route == destination.route)
+        after = " once this bridge has stopped (it holds the spool)" if self._owner == "run" else ""
+        log.warning(
+            "influxdb: %d frames in the spool at %s were recorded for %s (%s); they stay there: upload them%s with: %s",
+            frames, self.spool.directory, destination.describe(), why, after,
+            replay_command(destination, self.spool.directory),
+        )
+
+    def _writer_for(self, destination: Destination) -> Writer:
+        route = destination.route
+        if route not in self._writers:
+            # Same server, another bucket/database: this run's credentials are that server's.
+            self._writers[route] = make_writer(dataclasses.replace(
+                self.settings, api=destination.api, org=destination.org or self.settings.org, bucket=destination.bucket
+            ))
+        return self._writers[route]
+
     def _upload(self, segments: list[Segment]) -> None:
-        """Deliver ``segments`` (as one or more bodies); raise DeliveryError to be retried."""
+        """Deliver ``segments`` (one destination) as one or more bodies; raise DeliveryError to be
+        retried. A retry resumes where the server stopped accepting (``self._partial``)."""
         if self._stop_uploading.is_set():
             raise _Stopping  # tenacity attempts once more after an interrupted sleep; don't
-        try:
-            body = b"".join(segment.read() for segment in segments)
-        except FileNotFoundError:
-            return  # dropped for space meanwhile (already counted)
-        try:
-            for part in split_lines(body, self._max_body):
-                try:
-                    self._writer.write(part)  # type: ignore[union-attr]
-                except PermanentError as error:
-                    if error.kind == "too_large" and part.count(b"\n") > 1:
-                        # The server's limit is below ours: learn it and resend in smaller parts
-                        # (parts already accepted are overwritten, not duplicated).
-                        self._max_body = len(part) // 2
-                        log.warning("influxdb: write body too large (413); now splitting at %d bytes", self._max_body)
-                        raise TransientError(str(error), status=413, retry_after=0.0) from None
-                    raise
-        except PermanentError as error:
-            if error.kind in ("bad_data", "retention", "too_large"):
-                self._reject(segments, error)
-                return
-            raise
-        self.spool.remove(segments)
-        self.metrics.succeeded(sum(s.frames for s in segments), max(s.newest_sample_ns for s in segments))
-        self.health.ok()
-        self._update_spool_gauges()
-
-    def _reject(self, segments: list[Segment], error: PermanentError) -> None:
-        if len(segments) > 1:
-            for segment in segments:  # isolate the bad one: re-sending good lines just overwrites
-                self._upload([segment])
+        remaining: list[Segment] = []
+        bodies: list[bytes] = []
+        for segment in segments:
+            if not self.spool.holds(segment):
+                continue  # accepted or quarantined by an earlier attempt
+            try:
+                data = segment.read()
+            except SegmentDamaged as why:
+                self.spool.quarantine(segment, str(why))
+                self.metrics.drop("rejected", segment.frames)
+                continue
+            bodies.append(data if data.endswith(b"\n") else data + b"\n")  # lines never merge across segments
+            remaining.append(segment)
+        if not remaining:
             return
-        segment = segments[0]
-        where = self.spool.quarantine(segment, str(error))
-        self.metrics.drop("rejected", segment.frames)
-        self.health.failed(error)
-        log.error("influxdb: %d frames quarantined in %s", segment.frames, where)
-        self._update_spool_gauges()
+        destination = remaining[0].destination
+        writer = self._writer_for(destination)
+        ends = [sum(len(b) for b in bodies[: i + 1]) for i in range(len(bodies))]
+        starts = [end - len(b) for end, b in zip(ends, bodies)]
+        body = b"".join(bodies)
+        first = remaining[0].seq
+        offset = self._partial[1] if self._partial is not None and self._partial[0] == first else 0
+        done = 0  # segments settled (accepted or quarantined)
+        rejected: set[int] = set()
+        isolate = False  # after a rejection: one segment per part, to find the bad one
+        while offset < len(body):
+            i = next(k for k, end in enumerate(ends) if end > offset)
+            end = offset + self._max_body
+            if isolate:
+                end = min(end, ends[i])
+            cut = line_cut(body, offset, end)
+            part = body[offset:cut]
+            try:
+                writer.write(part)
+            except PermanentError as error:
+                if error.kind == "too_large" and part.count(b"\n") > 1:
+                    # The server's limit is below ours: learn it and send the rest in smaller parts.
+                    self._max_body = max(1, len(part) // 2)
+                    log.warning("influxdb: write body too large (413); now splitting at %d bytes", self._max_body)
+                    continue
+                if error.kind not in ("bad_data", "retention", "too_large"):
+                    if destination.route != self.destination.route and error.kind in ("auth", "missing"):
+                        raise _Unservable(destination, str(error)) from None
+                    raise
+                if cut > ends[i]:
+                    # The part held several segments: re-send them one by one. (A 1.x partial
+                    # write kept the good lines: those are sent a second time and overwrite.)
+                    isolate = True
+                    continue
+                self._reject(remaining[i], error)
+                rejected.add(remaining[i].seq)
+                cut = ends[i]
+            offset = cut
+            accepted: list[Segment] = []
+            while done < len(remaining) and ends[done] <= offset:
+                if remaining[done].seq not in rejected:
+                    accepted.append(remaining[done])
+                done += 1
+            if accepted:
+                self.spool.remove(accepted)
+                self.metrics.succeeded(sum(s.frames for s in accepted), max(s.newest_sample_ns for s in accepted))
+            self._partial = (remaining[done].seq, offset - starts[done]) if done < len(remaining) else None
+            if remaining[i].seq not in rejected:
+                self.health.ok()
+            self._update_spool_gauges()
 
+    def _reject(self, segment: Segment, error: PermanentError) -> None:
+        """The server will never take it: quarantine it and keep going (not a sink failure:
+        the queue moves on, so neither the shutdown upload nor replay stops early)."""
+        self.spool.quarantine(segment, str(error))  # logged there, with the reason
+        self.metrics.drop("rejected", segment.frames)

@@ -21,6 +21,7 @@ import numpy as np
 import pylsl
 import pytest
 
+from bridge.sinks.grafana_layout import FILL_DB
 from tests.bridge_process import BridgeProcess, free_port, wait_until
 from tests.fault_tools import FaultProxy, Ledger, memory, sampled, spooled_frames, try_scrape
 from tests.fixtures_grafana import EDITOR_TOKEN
@@ -400,7 +401,9 @@ def test_grafana_faults_resume_fresh_within_1_s_and_leave_the_archive_complete(
         grafana_live.set_mode("ok")
         first = grafana_live.wait_for(lambda: first_push_after(grafana_live, recovered_ns), DEADLINE, f"a push after {mode}")
         resume_sec = (first.received_ns - recovered_ns) / 1e9
-        frame_ns = int(first.body.splitlines()[0].rsplit(b" ", 1)[1])
+        # the newest real frame of the push: placeholder rows for missing frames precede it
+        placeholder = f"={FILL_DB:g}".encode()
+        frame_ns = int(next(line for line in first.body.splitlines() if placeholder not in line).rsplit(b" ", 1)[1])
         age_sec = (first.received_ns - frame_ns) / 1e9
         published = grafana_live.frames_published()[fz]
         grafana_live.wait_for(lambda: grafana_live.frames_published()[fz] >= published + 10, DEADLINE, f"pushes after {mode}")

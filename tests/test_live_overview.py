@@ -243,3 +243,57 @@ def test_bridge_without_influxdb_fills_the_live_dashboard(grafana_live, bridges,
     (account,) = grafana_live.service_accounts()
     assert account["role"] == "Editor" and len(account["token_list"]) == 1
     assert process.terminate() == 0
+
+
+def _offer_and_wait(standin: GrafanaLiveStandIn, sink: GrafanaLiveSink, layout: FrameLayout, k: int) -> None:
+    t = 1_700_000_000 * 10**9 + k * PERIOD_NS
+    frame = _frame(layout, k, np.full((len(BANDS), 2), 10.0, np.float32), np.zeros(2))
+    sink.offer(SpectrumFrame(layout, k, t, t, frame.power_db, band_db=frame.band_db, quality=frame.quality))
+    standin.wait_for(lambda: any(r.time_ns == t for r in standin.browser_rows(live_channel("eeg", "Fz"))),
+                     what=f"frame {k}")
+
+
+def test_a_frame_whose_push_failed_is_filled_in(grafana_live: GrafanaLiveStandIn) -> None:  # noqa: F811
+    layout = FrameLayout("s", ("Fz", "Cz"), np.array([1.0, 2.0]), 1000.0, BANDS)
+    sink = _sink(grafana_live)
+    sink.start()
+    try:
+        for k in range(4):
+            _offer_and_wait(grafana_live, sink, layout, k)
+        grafana_live.set_mode("error_5xx", status=503)
+        t4 = 1_700_000_000 * 10**9 + 4 * PERIOD_NS
+        frame = _frame(layout, 4, None, None)
+        sink.offer(SpectrumFrame(layout, 4, t4, t4, frame.power_db))
+        grafana_live.wait_for(lambda: grafana_live.status_counts()[503] >= 1, what="the failed push")
+        grafana_live.set_mode("ok")
+        _offer_and_wait(grafana_live, sink, layout, 5)
+    finally:
+        sink.close(5)
+    rows = grafana_live.browser_rows(live_channel("eeg", "Fz"))
+    t0 = 1_700_000_000 * 10**9
+    assert [r.time_ns for r in rows] == [t0 + k * PERIOD_NS for k in range(6)]
+    assert rows[4].values["001.00"] == grafana_layout.FILL_DB
+
+
+def test_a_long_gap_fills_only_the_slots_before_the_new_frame(grafana_live: GrafanaLiveStandIn,  # noqa: F811
+                                                              monkeypatch) -> None:
+    from bridge.sinks import grafana_live as live_module
+
+    layout = FrameLayout("s", ("Fz", "Cz"), np.array([1.0, 2.0]), 1000.0, BANDS)
+    filler_bytes = len(live_module._Fillers(layout, overview=True).spectra([10**18]))
+    monkeypatch.setattr(live_module, "FILL_BUDGET_BYTES", 10 * filler_bytes)  # a few rows' worth
+    limit = live_module._Fillers(layout, overview=True).limit
+    assert 1 <= limit < 36
+    sink = _sink(grafana_live)
+    sink.start()
+    try:
+        for k in (0, 1, 2, 3, 40):
+            _offer_and_wait(grafana_live, sink, layout, k)
+    finally:
+        sink.close(5)
+    t0 = 1_700_000_000 * 10**9
+    rows = grafana_live.browser_rows(live_channel("eeg", "Fz"))
+    expected = [0, 1, 2, 3, *range(40 - limit, 40), 40]
+    assert [r.time_ns for r in rows] == [t0 + k * PERIOD_NS for k in expected]
+    last_push = [r for r in grafana_live.requests() if r.target.startswith("/api/live/push/")][-1]
+    assert len(last_push.body) < 2 * 10 * filler_bytes + 10_000  # bounded, not 36 rows of placeholders

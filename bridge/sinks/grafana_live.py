@@ -18,7 +18,8 @@ between two buffered rows, and the heatmap takes every cell's width from the gap
 first two rows: one missing frame near the start of the buffer doubles every cell for as long as
 that row stays first. So the next push carries a placeholder row at each missing time of a
 regular stream (value ``FILL_DB``, hidden by the panels' ``filterValues.le``): the gap shows as
-one empty column of the right width.
+one empty column of the right width. Longer gaps get the slots right before the new frame filled,
+within ``FILL_BUDGET_BYTES`` (at least one), so a buffer starting at or after the gap is even.
 
 With a token, the sink also keeps the live dashboard's channel list and buffer length current
 (bridge/sinks/grafana_dashboard.py), once per stream layout, from a background thread.
@@ -32,8 +33,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-import numpy as np
-
 import httpx
 from pydantic import SecretStr
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -41,7 +40,14 @@ from websockets.sync.client import ClientConnection, connect
 
 from bridge.config import GrafanaSettings
 from bridge.frame import FrameLayout, SpectrumFrame
-from bridge.codecs.line_protocol import Column, LineProtocolEncoder, TableEncoder, escape_key, escape_measurement
+from bridge.codecs.line_protocol import (
+    Column,
+    LineProtocolEncoder,
+    TableEncoder,
+    bin_field_names,
+    escape_key,
+    escape_measurement,
+)
 from bridge.observe.metrics import SinkMetrics
 from bridge.sinks import grafana_layout
 from bridge.sinks.grafana_dashboard import DashboardSyncError, sync_live_dashboard
@@ -104,19 +110,6 @@ class _OverviewLines:
             whole_lines=True,
         )
 
-    def fill(self, stamps: list[int]) -> bytes:
-        """Placeholder band/quality lines at ``stamps`` (missing frames), same fields as always."""
-        lines = []
-        for stamp in stamps:
-            lines.extend(
-                f"{m} " + ",".join(f"{k}={grafana_layout.FILL_DB:.0f}" for k in self._keys) + f" {stamp}\n"
-                for m in self._bands
-            )
-            lines.append(
-                f"{QUALITY_MEASUREMENT} " + ",".join(f"{k}={grafana_layout.FILL_STATE}" for k in self._keys) + f" {stamp}\n"
-            )
-        return "".join(lines).encode()
-
     def encode(self, frame: SpectrumFrame) -> tuple[bytes, int]:
         """(body, values skipped) for the frame's band power and quality; empty when it has none."""
         bands = self._band_lines.encode_many((frame,)) if self._bands else None
@@ -125,15 +118,25 @@ class _OverviewLines:
         return body, (bands.values_skipped if bands else 0) + quality.values_skipped
 
 
-class _Cadence:
-    """Times of one series of rows; names the rows missing before the next one of a regular stream.
+#: Placeholder rows of one push stay under this many bytes (a long outage is not replayed as a
+#: large body for Grafana to parse): at least one row, the slots right before the new frame.
+FILL_BUDGET_BYTES = 128_000
 
-    The period is the smallest gap among the last few (a gap after a drop is a multiple of it).
-    Gaps longer than the dashboard window are left alone: the browser trims those rows anyway.
+
+class _Cadence:
+    """Times of one series of rows: the period, and the rows missing since the last delivered one.
+
+    The period is the smallest gap between consecutive frames taken for pushing among the last few
+    (a gap after a drop is a multiple of it). Missing rows are counted from the last row that
+    reached Grafana, so a frame whose push failed is filled in as well as one dropped as stale.
+    Only the last ``limit`` missing slots are named (those right before the new frame, which are
+    what keeps the first two rows of a browser buffer one period apart); gaps longer than the
+    dashboard window are left alone, the browser trims those rows anyway.
     """
 
     def __init__(self) -> None:
-        self.last: int | None = None
+        self.seen: int | None = None
+        self.delivered: int | None = None
         self.gaps: deque[int] = deque(maxlen=16)
 
     @property
@@ -144,19 +147,51 @@ class _Cadence:
         """Frames per second once three gaps were seen, else None."""
         return 1e9 / min(self.gaps) if len(self.gaps) >= 3 else None
 
-    def missing(self, time_ns: int, regular: bool) -> list[int]:
-        stamps: list[int] = []
-        period, last = self.period, self.last
-        if last is not None and time_ns > last:
-            gap = time_ns - last
-            if regular and period is not None and gap > 1.5 * period:
-                k = round(gap / period) - 1
-                if k * period <= grafana_layout.LIVE_WINDOW_SEC * 1e9:
-                    stamps = [last + round(i * gap / (k + 1)) for i in range(1, k + 1)]
-            self.gaps.append(gap)
-        if last is None or time_ns > last:
-            self.last = time_ns
-        return stamps
+    def observe(self, time_ns: int) -> None:
+        if self.seen is not None and time_ns > self.seen:
+            self.gaps.append(time_ns - self.seen)
+        if self.seen is None or time_ns > self.seen:
+            self.seen = time_ns
+
+    def missing(self, time_ns: int, limit: int) -> list[int]:
+        period, last = self.period, self.delivered
+        if period is None or last is None or time_ns - last <= 1.5 * period:
+            return []
+        gap = time_ns - last
+        k = round(gap / period) - 1
+        if k * period > grafana_layout.LIVE_WINDOW_SEC * 1e9:
+            return []
+        return [last + round(i * gap / (k + 1)) for i in range(max(1, k - limit + 1), k + 1)]
+
+    def delivered_at(self, time_ns: int) -> None:
+        if self.delivered is None or time_ns > self.delivered:
+            self.delivered = time_ns
+
+
+class _Fillers:
+    """Placeholder lines of one layout: every measurement the push carries, same fields, hidden values."""
+
+    def __init__(self, layout: FrameLayout, overview: bool) -> None:
+        self.layout = layout
+        self.overview = overview
+        fill_db, fill_state = f"{grafana_layout.FILL_DB:g}", f"{grafana_layout.FILL_STATE}"
+        bins = ",".join(f"{escape_key(n)}={fill_db}" for n in bin_field_names(layout.frequencies))
+        heads = [f"{escape_measurement(c)} {bins} " for c in layout.channels]
+        if overview:
+            channels = [escape_key(c) for c in layout.channels]
+            dbs = ",".join(f"{c}={fill_db}" for c in channels)
+            heads += [f"{escape_measurement(band_measurement(b.name))} {dbs} " for b in layout.bands]
+            heads.append(f"{QUALITY_MEASUREMENT} " + ",".join(f"{c}={fill_state}" for c in channels) + " ")
+        self._spectra = heads[: len(layout.channels)]
+        self._overview = heads[len(layout.channels):]
+        per_row = sum(len(h) + 21 for h in heads)
+        self.limit = max(1, FILL_BUDGET_BYTES // per_row)
+
+    def spectra(self, stamps: list[int]) -> bytes:
+        return "".join(f"{h}{t}\n" for t in stamps for h in self._spectra).encode()
+
+    def overview_lines(self, stamps: list[int]) -> bytes:
+        return "".join(f"{h}{t}\n" for t in stamps for h in self._overview).encode()
 
 
 class _Transport(Protocol):
@@ -265,7 +300,7 @@ class GrafanaLiveSink:
         self._overview: _OverviewLines | None = None
         self._spectra_cadence = _Cadence()
         self._overview_cadence = _Cadence()
-        self._cadence_layout: FrameLayout | None = None
+        self._fillers: _Fillers | None = None
         self._synced_layout: FrameLayout | None = None
         self._queue: deque[SpectrumFrame] = deque()
         self._ready = threading.Condition()
@@ -327,24 +362,24 @@ class GrafanaLiveSink:
         frame = self._take()
         if frame is None:
             return
-        if self._cadence_layout is not frame.layout:
-            self._cadence_layout = frame.layout
+        overview = frame.band_db is not None or frame.quality is not None
+        if self._fillers is None or self._fillers.layout is not frame.layout:
             self._spectra_cadence, self._overview_cadence = _Cadence(), _Cadence()
-        regular = frame.layout.srate > 0
+            self._fillers = _Fillers(frame.layout, overview=bool(frame.layout.bands) or frame.quality is not None)
+        fillers, regular = self._fillers, frame.layout.srate > 0
+        self._spectra_cadence.observe(frame.time_ns)
         encoded = self._encoder.encode(frame)
         body, skipped = encoded.body, encoded.values_skipped
-        missing = self._spectra_cadence.missing(frame.time_ns, regular)
-        if missing:
-            fill = np.full(frame.layout.shape, grafana_layout.FILL_DB, np.float32)
-            body = self._encoder.encode_many(
-                [SpectrumFrame(frame.layout, frame.seq, t, t, fill) for t in missing]
-            ).body + body
-        if frame.band_db is not None or frame.quality is not None:
+        if regular:
+            body = fillers.spectra(self._spectra_cadence.missing(frame.time_ns, fillers.limit)) + body
+        if overview:
             if self._overview is None or self._overview.layout is not frame.layout:
                 self._overview = _OverviewLines(frame.layout)
+            self._overview_cadence.observe(frame.time_ns)
             extra, extra_skipped = self._overview.encode(frame)
-            missing = self._overview_cadence.missing(frame.time_ns, regular)
-            body, skipped = body + self._overview.fill(missing) + extra, skipped + extra_skipped
+            if regular and fillers.overview:
+                extra = fillers.overview_lines(self._overview_cadence.missing(frame.time_ns, fillers.limit)) + extra
+            body, skipped = body + extra, skipped + extra_skipped
         self.health.skipped(self.metrics, skipped)
         if not body:
             return
@@ -355,6 +390,9 @@ class GrafanaLiveSink:
             if exc.status == 401 and self._renew is not None:
                 self._renew_token()
             raise
+        self._spectra_cadence.delivered_at(frame.time_ns)
+        if overview:
+            self._overview_cadence.delivered_at(frame.time_ns)
         self.metrics.succeeded(1, frame.newest_sample_ns)
         self.health.ok()
         self._maybe_sync(frame.layout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -37,6 +38,12 @@ def test_health_and_ledger_follow_the_stream(bridges, players: list[Player], tmp
     wait_until(lambda: f"127.0.0.1:{port}/metrics" in process.output(), 60, process.output)
     status, body = health(port)
     assert status == 503 and body["stream"]["connected"] is False  # no stream yet
+    # prometheus-client's threaded server: a client that never finishes its request holds one
+    # thread, not the endpoint; unknown paths are 404, not a copy of /metrics.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+        stalled.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        assert health(port)[0] == 503 and "eeg_bridge_samples_received_total" in scrape(port)
+    assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=10).status_code == 404
 
     outlet = make_outlet(name, channels=3, rate=200.0)
     process.wait_for_output("connected to")

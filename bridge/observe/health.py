@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import Callable, Iterable
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
+from prometheus_client import start_http_server
 
 from bridge.observe.metrics import Metrics
 
@@ -22,22 +20,22 @@ log = logging.getLogger(__name__)
 HealthCheck = Callable[[], tuple[bool, dict]]
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        """Scrapes every few seconds would flood the log."""
-
-
-class _ThreadingWSGIServer(WSGIServer):
-    daemon_threads = True
-
-
 class HealthServer:
+    """prometheus-client's own threaded server, with ``/healthz`` routed beside its ``/metrics``.
+
+    ``start_http_server`` binds (an ``OSError`` here means the port is taken) and starts serving
+    in a daemon thread at once. It serves the registry on every path, so its WSGI app is wrapped
+    (``set_app``, the standard wsgiref hook) to answer ``/healthz`` and 404 for unknown paths; in the
+    microseconds before that, a request would get the metrics text. The one-line "metrics and
+    health on ..." log comes after the wrap.
+    """
+
     def __init__(self, host: str, port: int, metrics: Metrics, check: HealthCheck) -> None:
-        self._metrics_app = make_wsgi_app(metrics.registry)
         self._check = check
-        self._server = make_server(host, port, self._app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+        self._server, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
+        self._metrics_app = self._server.get_app()
+        self._server.set_app(self._app)
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
 
     def _app(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -53,9 +51,9 @@ class HealthServer:
         return [b"not found: try /metrics or /healthz\n"]
 
     def start(self) -> None:
-        self._thread.start()
         log.info("metrics and health on http://%s:%d/metrics and /healthz", self._server.server_address[0], self.port)
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._thread.join(5.0)

@@ -160,3 +160,20 @@ def test_an_empty_or_blank_variable_means_unset(alias: str) -> None:
             continue
         assert load_options({**BASE, alias: blank}) == load_options(BASE)
         assert load_options(BASE, {alias: blank}) == load_options(BASE)  # an empty flag too
+
+
+def test_metrics_port_in_use_exits_2_with_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for name, value in {"LSL_STREAM_NAME": "x", "GRAFANA_URL": "", "INFLUXDB_URL": "", "METRICS_PORT": str(port),
+                            "SPOOL_DIR": str(tmp_path / "spool")}.items():
+            monkeypatch.setenv(name, value)
+        assert main(["run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"eeg-bridge: Cannot serve metrics on 127.0.0.1:{port} (Address already in use); choose another METRICS_PORT."

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator, Literal
@@ -109,7 +110,7 @@ def spooled_frames(spool_dir: Path) -> int:
 
 # ---- a fault proxy ---------------------------------------------------------------------------------
 
-ProxyMode = Literal["pass", "unavailable", "stall"]
+ProxyMode = Literal["pass", "unavailable", "stall", "flaky"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,31 @@ class ProxyRequest:
     path: str
     mode: ProxyMode
     status: int | None  # what the client was answered (None: it went away first)
+    body: bytes = field(default=b"", repr=False)  # what the client sent, byte for byte
+    query: str = ""
+
+
+def point_keys(body: bytes) -> list[tuple[bytes, bytes]]:
+    """(series key, timestamp) of every line-protocol point in ``body``: what InfluxDB identifies
+    a point by (a second write of the same key overwrites it, so counting rows cannot see it)."""
+    keys = []
+    for line in body.splitlines():
+        if not line or line.startswith(b"#"):
+            continue
+        i = line.index(b" ")
+        while line[i - 1 : i] == b"\\":  # the first unescaped space ends the key
+            i = line.index(b" ", i + 1)
+        keys.append((line[:i], line.rsplit(b" ", 1)[1]))
+    return keys
+
+
+def accepted_points(requests: list[ProxyRequest]) -> Counter[tuple[bytes, bytes]]:
+    """How often each point was in a write the server accepted (2xx)."""
+    counts: Counter[tuple[bytes, bytes]] = Counter()
+    for request in requests:
+        if request.status is not None and 200 <= request.status < 300:
+            counts.update(point_keys(request.body))
+    return counts
 
 
 class FaultProxy:
@@ -126,7 +152,9 @@ class FaultProxy:
 
     ``pass``: forward as is. ``unavailable``: answer ``503`` with ``Retry-After: <retry_after>``
     without forwarding. ``stall``: wait ``stall_sec`` and then forward (like a server that
-    applies the write late, possibly after the client gave up).
+    applies the write late, possibly after the client gave up). ``flaky``: like ``unavailable``
+    for every ``flaky_every``-th request in that mode, the others are forwarded. Every request
+    is recorded with its body (a capture for counting points per write).
     """
 
     def __init__(self, upstream: str) -> None:
@@ -134,6 +162,8 @@ class FaultProxy:
         self.mode: ProxyMode = "pass"
         self.retry_after = "2"
         self.stall_sec = 0.0
+        self.flaky_every = 3
+        self._flaky_count = 0
         self._lock = threading.Lock()
         self._records: list[ProxyRequest] = []
         self._closing = threading.Event()
@@ -152,9 +182,12 @@ class FaultProxy:
                 with proxy._lock:  # the mode and the arrival time together: set_mode() is ordered with it
                     arrived = time.monotonic()
                     mode, retry_after, stall = proxy.mode, proxy.retry_after, proxy.stall_sec
+                    if mode == "flaky":
+                        proxy._flaky_count += 1
+                        refuse = proxy._flaky_count % proxy.flaky_every == 0
                 status: int | None = None
                 try:
-                    if mode == "unavailable":
+                    if mode == "unavailable" or (mode == "flaky" and refuse):
                         status = 503
                         self._reply(503, b'{"error":"unavailable (fault proxy)"}', {"Retry-After": retry_after})
                         return
@@ -173,7 +206,8 @@ class FaultProxy:
                     status = None  # the client gave up (timeout) or the upstream is gone
                 finally:
                     with proxy._lock:
-                        proxy._records.append(ProxyRequest(arrived, self.command, self.path.split("?")[0], mode, status))
+                        path, _, query = self.path.partition("?")
+                        proxy._records.append(ProxyRequest(arrived, self.command, path, mode, status, body, query))
 
             def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
                 self.send_response(status)

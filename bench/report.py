@@ -280,7 +280,7 @@ def render(results: dict[str, Any]) -> str:
     if results.get("threesinks"):
         from bench import threesinks
 
-        out += threesinks.render(results["threesinks"])
+        out += threesinks.render(results["threesinks"], results.get("threesinks_history"))
     for note in results.get("notes", []):
         out.append(f"- {note}")
     return "\n".join(out).rstrip() + "\n"

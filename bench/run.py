@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import threesinks
 
         results["threesinks"] = threesinks.run(args.cost_seconds or (10.0 if quick else 60.0), warmup, log)
+        results["threesinks_history"] = threesinks.history_footprint()
     results["elapsed_s"] = time.time() - started
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["busy_note"] = _busy_note(results)

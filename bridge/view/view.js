@@ -314,12 +314,23 @@
   }
 
   // ---- overview ------------------------------------------------------------------------------------------
+  let overviewTmp = null;
+
+  /** The newest frame carrying band power / quality (with DERIVED_EVERY_FRAMES > 1 not every frame does). */
+  function latestDerived() {
+    for (let i = state.frames.length - 1; i >= Math.max(0, state.frames.length - 64); i--) {
+      if (state.frames[i].bands || state.frames[i].qstate) return state.frames[i];
+    }
+    return null;
+  }
+
   function drawOverview() {
     const canvas = $("overview"), ctx = canvas.getContext("2d");
     const layout = state.layout, frame = state.frames[state.frames.length - 1];
     if (!layout || !frame) return;
-    const nch = layout.channels.length, nf = layout.frequencies.length, nb = frame.bands ? layout.bands.length : 0;
-    const labelW = 60, badgeW = frame.qstate ? 12 : 0, bandW = nb ? 36 * nb : 0;
+    const derived = latestDerived() || frame;
+    const nch = layout.channels.length, nf = layout.frequencies.length, nb = derived.bands ? layout.bands.length : 0;
+    const labelW = 60, badgeW = derived.qstate ? 12 : 0, bandW = nb ? 36 * nb : 0;
     const width = Math.max(400, Math.min(1400, ($("spectrograms").clientWidth || 900) - 60));
     const rowH = Math.max(2, Math.min(14, Math.floor(600 / nch)));
     const height = rowH * nch + 18;
@@ -329,7 +340,9 @@
     ctx.fillStyle = "#111318"; ctx.fillRect(0, 0, width, height);
     const img = ctx.createImageData(nf, nch), px = new Uint32Array(img.data.buffer), colours = levelColours(frame);
     for (let c = 0; c < nch; c++) for (let k = 0; k < nf; k++) px[c * nf + k] = colours[frame.q[c * nf + k]];
-    const tmp = document.createElement("canvas"); tmp.width = nf; tmp.height = nch;
+    if (!overviewTmp) overviewTmp = document.createElement("canvas");
+    const tmp = overviewTmp;
+    if (tmp.width !== nf || tmp.height !== nch) { tmp.width = nf; tmp.height = nch; }
     tmp.getContext("2d").putImageData(img, 0, 0);
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(tmp, 0, 0, nf, nch, plotL, 0, plotW, rowH * nch);
@@ -337,10 +350,10 @@
     ctx.font = Math.min(11, rowH) + "px system-ui, sans-serif"; ctx.textBaseline = "middle"; ctx.textAlign = "right";
     const every = Math.ceil(11 / rowH);
     for (let c = 0; c < nch; c++) {
-      if (frame.qstate) { ctx.fillStyle = QUALITY_COLOURS[frame.qstate[c]] || "#888"; ctx.fillRect(labelW + 2, c * rowH, badgeW - 4, Math.max(1, rowH - 1)); }
+      if (derived.qstate) { ctx.fillStyle = QUALITY_COLOURS[derived.qstate[c]] || "#888"; ctx.fillRect(labelW + 2, c * rowH, badgeW - 4, Math.max(1, rowH - 1)); }
       if (c % every === 0) { ctx.fillStyle = state.selected.includes(layout.channels[c]) ? "#fff" : "#8b90a0"; ctx.fillText(layout.channels[c], labelW - 3, c * rowH + rowH / 2); }
     }
-    if (nb) drawBandBars(ctx, frame, plotL + plotW + 8, rowH, nch, nb);
+    if (nb) drawBandBars(ctx, derived, plotL + plotW + 8, rowH, nch, nb);
     // frequency axis
     const [fLow, fHigh] = freqEdges(layout), fStep = niceStep(fHigh - fLow, 8);
     ctx.fillStyle = "#aeb3c0"; ctx.textAlign = "center"; ctx.textBaseline = "top"; ctx.font = "11px system-ui, sans-serif";
@@ -492,7 +505,7 @@
     if (c !== null) pick([state.layout.channels[c]]);
   });
   $("overview").addEventListener("mousemove", (event) => {
-    const c = overviewChannel(event), frame = state.frames[state.frames.length - 1];
+    const c = overviewChannel(event), frame = state.frames.length ? latestDerived() || state.frames[state.frames.length - 1] : null;
     if (c === null || !frame) return;
     const parts = [state.layout.channels[c]];
     if (frame.qstate) parts.push("quality " + state.layout.quality_states[frame.qstate[c]] + flagText(frame.qflags[c]));

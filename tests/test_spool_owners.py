@@ -232,3 +232,31 @@ def test_the_default_spool_is_per_stream(selector: dict[str, str], directory: st
     assert settings.spool.directory.parent == tmp_path / ".local" / "state" / "eeg-bridge" / "spool"
     assert settings.spool.directory.name.startswith(directory)
     assert ("/" not in settings.spool.directory.name) and len(settings.spool.directory.name) < 120
+
+
+def test_a_rejected_segment_does_not_end_the_shutdown_upload(
+    influxdb_server: InfluxDBServer, influxdb_database: str, bridges, tmp_path: Path
+) -> None:
+    """A stop while an earlier run's spool is being uploaded (slowly: each write takes 0.3 s) keeps
+    uploading past a segment the server rejects, instead of giving up on the rest."""
+    spool_dir, segments = tmp_path / "spool", 12
+    proxy = FaultProxy(influxdb_server.url).start()
+    try:
+        proxy.set_mode("stall", stall_sec=0.3)
+        spool = Spool(spool_dir, max_bytes=1 << 30, destination=Destination(url=proxy.url, api="v1", org="", bucket=influxdb_database))
+        for k in range(segments):
+            spool.append(b"".join(b"m,seg=%d v=%d %d\n" % (k, i, 1_000 + i) for i in range(400)), frames=40)
+            if k == 1:
+                spool.append(b"this is not line protocol\n" * 300, frames=40)  # the server answers 400
+        spool.unlock()
+        process = bridges({"LSL_STREAM_NAME": unique("absent"), "GRAFANA_URL": "", "INFLUXDB_URL": proxy.url,
+                           "INFLUXDB_API": "v1", "INFLUXDB_BUCKET": influxdb_database, "SPOOL_DIR": str(spool_dir),
+                           "INFLUXDB_MAX_BODY_BYTES": "10000", "SHUTDOWN_TIMEOUT_SEC": "120", "HEALTH_WRITE_INTERVAL_SEC": "0"})
+        process.wait_for_output("uploading them first")
+        assert process.terminate() == 0, process.output()[-3000:]
+    finally:
+        proxy.close()
+    rows = influxdb_server.query('SELECT COUNT("v") FROM "m" GROUP BY "seg"', db=influxdb_database)["results"][0]["series"]
+    assert {s["tags"]["seg"]: s["values"][0][1] for s in rows} == {str(k): 400 for k in range(segments)}
+    assert not list(spool_dir.glob("*.lp"))
+    assert [p.name for p in (spool_dir / "quarantine").glob("*.lp")] == ["0000000000000002-000040-0.lp"]

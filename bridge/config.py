@@ -32,9 +32,10 @@ from bridge.dsp.spectrum import StftParams
 from bridge.dsp.windows import get_window
 
 SECRET_OPTIONS = ("GRAFANA_TOKEN", "GRAFANA_ADMIN_PASSWORD", "INFLUXDB_TOKEN", "INFLUXDB_PASSWORD", "VIEW_TOKEN")
-#: Options whose empty value means something (switch the sink off); every other empty or blank
-#: value means "not set", as compose files and .env templates write ``METRICS_PORT=``.
-EMPTY_IS_A_VALUE = ("GRAFANA_URL", "INFLUXDB_URL")
+#: Options whose empty value means something (a sink or a feature off; their descriptions say
+#: "empty"); every other empty or blank value means "not set", as compose files and .env
+#: templates write ``METRICS_PORT=``.
+EMPTY_IS_A_VALUE = ("GRAFANA_URL", "INFLUXDB_URL", "SPECTRUM_BANDS")
 
 
 class ConfigError(ValueError):

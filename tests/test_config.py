@@ -155,6 +155,9 @@ def test_an_empty_or_blank_variable_means_unset(alias: str) -> None:
         if alias == "INFLUXDB_URL":
             assert settings_from({alias: blank}).influxdb.url == ""  # spool only
             continue
+        if alias == "SPECTRUM_BANDS":
+            assert settings_from({alias: blank}).spectrum.derived.bands == ()  # no band power
+            continue
         if alias == "LSL_STREAM_NAME":
             assert load_options({alias: blank, "LSL_STREAM_TYPE": "EEG"}) == load_options({"LSL_STREAM_TYPE": "EEG"})
             continue
@@ -177,3 +180,10 @@ def test_metrics_port_in_use_exits_2_with_one_sentence(
         assert main(["run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"eeg-bridge: Cannot serve metrics on 127.0.0.1:{port} (Address already in use); choose another METRICS_PORT."
+
+
+def test_only_options_documented_with_an_empty_meaning_keep_it() -> None:
+    from bridge.config import EMPTY_IS_A_VALUE
+
+    documented = {f.alias for f in Options.model_fields.values() if "empty" in (f.description or "").lower()}
+    assert documented == set(EMPTY_IS_A_VALUE)

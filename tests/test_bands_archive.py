@@ -103,3 +103,17 @@ def test_bands_and_quality_are_archived_as_documented(
     windows = np.stack([x[k * hop : k * hop + NPERSEG].astype(np.float64) for k in range(FRAMES)])
     assert np.allclose(clip["rail_fraction"], (np.abs(windows[:, :, CLIPPED]) >= RAIL).mean(axis=1), atol=1e-6)
     assert np.allclose(quality(LABELS[GOOD1])["std"], windows[:, :, GOOD1].std(axis=1), atol=1e-3)
+
+
+def test_a_chosen_band_beyond_the_streams_axis_exits_2_with_one_sentence(bridges, tmp_path: Path) -> None:
+    name = unique("narrow")
+    outlet = make_outlet(name, channels=2, rate=64.0)  # Nyquist 32 Hz
+    process = bridges({
+        "LSL_STREAM_NAME": name, "GRAFANA_URL": "", "INFLUXDB_URL": "", "SPOOL_DIR": str(tmp_path / "spool"),
+        "SPECTRUM_NPERSEG": "64", "SPECTRUM_NOVERLAP": "32", "SPECTRUM_BANDS": "alpha:8-13,gamma:30-45",
+    })
+    assert process.proc is not None and process.proc.wait(60) == 2
+    errors = [line for line in process.output().splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "band gamma (30-45 Hz) is outside the frequency axis" in errors[0], process.output()
+    assert "Traceback" not in process.output()
+    del outlet

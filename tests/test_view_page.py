@@ -88,6 +88,8 @@ def _dataset(driver, key: str) -> str | None:  # type: ignore[no-untyped-def]
 def _open(driver, url: str) -> None:  # type: ignore[no-untyped-def]
     driver.get(url)
     wait_until(lambda: _dataset(driver, "historyFrames") is not None, 60, "the page never finished loading its history")
+    # a bridge that has just started sends its layout with its first frame, after the (empty) history
+    wait_until(lambda: int(_dataset(driver, "framesReceived") or 0) >= 1, 60, "no frame reached the page")
 
 
 def _spectrogram(driver, channel: str):  # type: ignore[no-untyped-def]
@@ -322,3 +324,29 @@ def test_a_stalled_page_drops_its_own_frames_and_the_archive_stays_complete(
         if stalled is not None:
             stalled.close()
         stopped(process)
+
+
+def test_pause_freezes_the_picture_and_typed_db_range_applies(browser, page: dict) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _open(browser, page["url"] + f"?channels={SINE_CHANNEL}")
+    canvas = _spectrogram(browser, SINE_CHANNEL)
+    browser.find_element(By.ID, "pause").click()
+    assert browser.find_element(By.ID, "pause").text == "Resume"
+    received = int(_dataset(browser, "framesReceived") or 0)
+    _, frozen = _plot(browser, canvas)
+    wait_until(lambda: int(_dataset(browser, "framesReceived") or 0) >= received + 4, 60, "no frames while paused")
+    assert np.array_equal(_plot(browser, canvas)[1], frozen)  # frames keep arriving, the picture stands still
+    browser.find_element(By.ID, "pause").click()
+    wait_until(lambda: not np.array_equal(_plot(browser, canvas)[1], frozen), 60, "the picture did not move on resume")
+
+    browser.find_element(By.ID, "auto").click()  # typed range
+    for field, value in (("dbmin", "-7"), ("dbmax", "13")):
+        box = browser.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value + Keys.TAB)  # leaving the field fires its change event
+    wait_until(lambda: canvas.get_attribute("data-db-low") == "-7" and canvas.get_attribute("data-db-high") == "13", 30,
+               "the typed range was not applied")
+    assert (browser.find_element(By.ID, "cb-min").text, browser.find_element(By.ID, "cb-max").text) == ("-7", "13")
+    browser.find_element(By.ID, "auto").click()

@@ -322,7 +322,7 @@ class Spool:
         with self._lock:
             self._segments = [s for s in self._segments if s.seq != segment.seq]
             self._in_flight.discard(segment.seq)
-        return self._move_to_quarantine(segment.path, reason, f"{segment.frames} frames ")
+        return self._move_to_quarantine(segment.path, reason, f"{segment.frames} frames ({segment.path.name})")
 
     def _move_to_quarantine(self, path: Path, reason: str, what: str = "") -> Path:
         self.quarantine_dir.mkdir(exist_ok=True)
@@ -338,7 +338,7 @@ class Spool:
             return target
         reason_file(target).write_text(reason + "\n", encoding="utf-8")
         self.quarantined += 1
-        log.error("archive spool: moved %s(%s) to %s: %s", what, path.name, self.quarantine_dir, reason)
+        log.error("archive spool: moved %s to %s: %s", what or path.name, self.quarantine_dir, reason)
         return target
 
     def close(self) -> None:

@@ -588,7 +588,9 @@ class PanelView:
     """One panel instance as a browser shows it.
 
     `channels` are the Live channels it subscribes to; `refused` those Centrifuge refused
-    (ErrorLimitExceeded past the client's 128th channel): such a panel stays empty.
+    (ErrorLimitExceeded past the client's 128th channel) or that are not valid channel addresses
+    (an empty path segment, as a repeat over a variable without values produces): such a panel
+    stays empty.
     """
 
     title: str
@@ -650,11 +652,14 @@ def render_dashboard(
 ) -> DashboardView:
     """Resolve a dashboard's variables and lay out its panels the way Grafana's frontend does.
 
-    Grafana (scenes variables + dashboard repeats): variables resolve before panels; a custom or
-    textbox variable needs no datasource; a query variable asks its datasource (`query_variable`
-    answers, None meaning the datasource failed), and one with no values leaves every row or panel
-    repeated over it out. A multi-value variable's current "$__all" selects every option. Live panels
-    subscribe in panel order; Centrifuge refuses every channel past `channel_limit` distinct ones.
+    Grafana (dashboard scenes): variables resolve before panels; a custom or textbox variable needs
+    no datasource; a query variable asks its datasource (`query_variable` answers, None meaning the
+    datasource failed). A row repeated over a variable without values renders one placeholder
+    instance with the value "" (public/app/features/dashboard-scene/scene/layout-default/
+    RowRepeaterBehavior.ts, emptyVariablePlaceholderOption), so its Live panel asks for an invalid
+    channel and stays empty. A multi-value variable's current "$__all" selects every option. Live
+    panels subscribe in panel order; Centrifuge refuses every channel past `channel_limit` distinct
+    ones.
     """
     resolved: dict[str, tuple[str, ...]] = {}
     templating = board.get("templating", {})
@@ -688,7 +693,8 @@ def render_dashboard(
         repeats = [r for r in (row_repeat, panel.get("repeat")) if r]
         scopes: list[dict[str, str]] = [{k: v[0] for k, v in resolved.items() if len(v) == 1}]
         for var in repeats:
-            scopes = [{**scope, var: value} for scope in scopes for value in resolved.get(var, ())]
+            values = resolved.get(var, ()) or ("",)  # the placeholder instance of an empty variable
+            scopes = [{**scope, var: value} for scope in scopes for value in values]
         instances.extend((panel, scope) for scope in scopes)
 
     subscribed: dict[str, bool] = {}
@@ -700,8 +706,9 @@ def render_dashboard(
             for target in panel.get("targets", []):  # type: ignore[union-attr]
                 channel = _interpolate(str(target.get("channel", "")), scope)
                 channels.append(channel)
+                valid = re.fullmatch(r"stream/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+", channel) is not None
                 if channel not in subscribed:
-                    subscribed[channel] = sum(subscribed.values()) < channel_limit
+                    subscribed[channel] = valid and sum(subscribed.values()) < channel_limit
         views.append(
             PanelView(
                 _interpolate(str(panel.get("title", "")), scope),

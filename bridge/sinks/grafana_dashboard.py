@@ -2,9 +2,9 @@
 
 Why the bridge writes to the dashboard: a dashboard variable that asks InfluxDB for the channels
 (``SHOW TAG VALUES``) leaves the live dashboard without any live panel when InfluxDB is down, empty or
-absent, although Grafana Live receives every frame (Grafana renders no instance of a row repeated
-over a variable without values). Only the bridge knows the stream's channels and frame rate without
-InfluxDB, so when it has a credential that may save dashboards (its Editor/Admin token) it rewrites
+absent, although Grafana Live receives every frame (a row repeated over a variable without values
+is rendered once as an empty placeholder, dashboard-scene RowRepeaterBehavior.ts). Only the bridge
+knows the stream's channels and frame rate without InfluxDB, so when it has a credential that may save dashboards (its Editor/Admin token) it rewrites
 ``$channel`` (a custom variable, no datasource), ``$live_stream`` and the Live panels' Max data
 points through ``GET /api/dashboards/uid/<uid>`` and ``POST /api/dashboards/db``
 (pkg/api/dashboard.go). The provider must allow it (``allowUiUpdates: true``): Grafana answers 400

@@ -314,6 +314,7 @@ def cmd_run(argv: Sequence[str]) -> int:
         log.warning("TLS_INSECURE is set: certificates are NOT verified; anyone on the path can read the tokens")
     metrics = Metrics()
     assert settings.spool.directory is not None  # a stream selector is required, so there is a default
+    _mention_unowned_segments(settings.spool.root, settings.spool.directory)
     archive = _influx_sink(settings, metrics, settings.spool.directory)  # the spool's lock first
     sinks: list[Sink] = []
     if settings.grafana is not None:
@@ -345,6 +346,21 @@ def cmd_run(argv: Sequence[str]) -> int:
             health.stop()
     log.info("stopped")
     return code
+
+
+def _mention_unowned_segments(root: Path, directory: Path) -> None:
+    """Spools used to default to ``root`` itself: segments left there by an older eeg-bridge are
+    no run's any more, so say so instead of leaving them unmentioned."""
+    if directory == root or not root.is_dir():
+        return
+    left = sorted(root.glob("*.lp"))
+    if left:
+        log.warning(
+            "%d segment files from an older eeg-bridge are in %s (spools are per stream now); they record no "
+            "destination, so they are not uploaded automatically: 'SPOOL_DIR=%s eeg-bridge replay' moves them to "
+            "quarantine/, and docs/failure-modes.md says how to upload such a file",
+            len(left), root, root,
+        )
 
 
 def find_spools(root: Path) -> list[Path]:

@@ -260,3 +260,20 @@ def test_a_rejected_segment_does_not_end_the_shutdown_upload(
     assert {s["tags"]["seg"]: s["values"][0][1] for s in rows} == {str(k): 400 for k in range(segments)}
     assert not list(spool_dir.glob("*.lp"))
     assert [p.name for p in (spool_dir / "quarantine").glob("*.lp")] == ["0000000000000002-000040-0.lp"]
+
+
+def test_segments_of_the_old_shared_default_spool_are_mentioned(bridges, tmp_path: Path) -> None:
+    """Before spools were per stream they defaulted to ~/.local/state/eeg-bridge/spool itself."""
+    home = tmp_path / "home"
+    root = home / ".local" / "state" / "eeg-bridge" / "spool"
+    root.mkdir(parents=True)
+    for seq in range(3):
+        (root / f"{seq:016d}-000010-0.lp").write_bytes(b"m v=1 1\n")
+    process = bridges({"HOME": str(home), "LSL_STREAM_NAME": unique("new"), "GRAFANA_URL": "", "INFLUXDB_URL": ""})
+    process.wait_for_output("waiting for an LSL stream")
+    assert process.terminate() == 0
+    assert (
+        f"3 segment files from an older eeg-bridge are in {root} (spools are per stream now); they record no destination, "
+        f"so they are not uploaded automatically: 'SPOOL_DIR={root} eeg-bridge replay' moves them to quarantine/"
+    ) in process.output()
+    assert len(list(root.glob("*.lp"))) == 3  # untouched

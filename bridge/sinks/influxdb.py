@@ -419,7 +419,8 @@ class InfluxSink:
         """Leave a destination's segments in the spool and say, once, what to do with them."""
         self._held.add(destination.route)
         frames = sum(n for d, n in self.spool.destinations().items() if d.route == destination.route)
-        after = " once this bridge has stopped (it holds the spool)" if self._owner == "run" else ""
+        holder = {"run": "bridge", "replay": ""}.get(self._owner, self._owner)
+        after = f" once this {holder} has stopped (it holds the spool)" if holder else ""
         log.warning(
             "influxdb: %d frames in the spool at %s were recorded for %s (%s); they stay there: upload them%s with: %s",
             frames, self.spool.directory, destination.describe(), why, after,

@@ -1006,3 +1006,46 @@ def test_band_and_quality_queries(influxdb_server: InfluxDBServer, band_history:
         worst = np.array([state[starts == b].max() for b in buckets], dtype=np.float64)
         np.testing.assert_array_equal(got[channel][0], buckets)
         np.testing.assert_array_equal(got[channel][1], worst)
+
+
+def test_band_and_quality_queries_read_what_the_bridge_encoder_writes(influxdb_server: InfluxDBServer,
+                                                                     influxdb_database: str) -> None:
+    """The dashboards' band and quality queries on lines from the bridge's own DerivedEncoder."""
+    from bridge.codecs.line_protocol import DerivedEncoder
+    from bridge.frame import Band, ChannelQuality, FrameLayout, SpectrumFrame
+
+    bands = tuple(Band(n, lo, hi) for n, lo, hi in
+                  (("delta", 1, 4), ("theta", 4, 8), ("alpha", 8, 13), ("beta", 13, 30), ("gamma", 30, 45)))
+    channels = ("Cz", "T7")
+    layout = FrameLayout(QUOTED_STREAM, channels, np.linspace(0, 125, 33), 250.0, bands)
+    rng = np.random.default_rng(8)
+    first = (time.time_ns() // MINUTE_NS - 10) * MINUTE_NS + 1_125_000_000
+    frames, band_db, states = [], [], []
+    for k in range(40):
+        db = rng.uniform(-10, 40, (len(bands), 2)).astype(np.float32)
+        state = rng.integers(0, 3, 2).astype(np.int8)
+        quality = ChannelQuality(state, np.zeros(2, np.uint8), np.zeros((5, 2), np.float32))
+        t = first + k * CADENCE_NS
+        frames.append(SpectrumFrame(layout, k, t, t, np.zeros(layout.shape, np.float32), band_db=db,
+                                    band_rel=np.full_like(db, 0.2), quality=quality))
+        band_db.append(db)
+        states.append(state)
+    influxdb_server.write(DerivedEncoder().encode_many(frames).body, influxdb_database)
+    times = first + CADENCE_NS * np.arange(40, dtype=np.int64)
+    time_range = _ms(int(times[0])), _ms(int(times[-1]))
+    variables = {"stream": QUOTED_STREAM, "channel": list(channels), "band": "alpha"}
+    alpha = [b.name for b in bands].index("alpha")
+    got = _per_channel_series(_run(influxdb_server, "bands_heatmap_influxql", influxdb_database, time_range,
+                                   "10s", variables))
+    for c, channel in enumerate(channels):
+        written = np.array([float(f"{db[alpha, c]:.3f}") for db in band_db])[:, None]
+        starts, means = interval_means(times, written, duration_ns("10s"))
+        np.testing.assert_array_equal(got[channel][0], starts)
+        np.testing.assert_allclose(got[channel][1], means[:, 0], rtol=0, atol=MEAN_TOLERANCE_DB)
+    got = _per_channel_series(_run(influxdb_server, "quality_timeline_influxql", influxdb_database, time_range,
+                                   "10s", variables))
+    for c, channel in enumerate(channels):
+        state = np.array([s[c] for s in states])
+        buckets = np.unique(times - times % duration_ns("10s"))
+        worst = [state[(times - times % duration_ns("10s")) == b].max() for b in buckets]
+        np.testing.assert_array_equal(got[channel][1], np.array(worst, dtype=np.float64))

@@ -299,3 +299,33 @@ def test_a_long_gap_fills_only_the_slots_before_the_new_frame(grafana_live: Graf
     assert [r.time_ns for r in rows] == [t0 + k * PERIOD_NS for k in expected]
     last_push = [r for r in grafana_live.requests() if r.target.startswith("/api/live/push/")][-1]
     assert len(last_push.body) < 2 * 10 * filler_bytes + 10_000  # bounded, not 36 rows of placeholders
+
+
+def test_a_failed_dashboard_update_is_tried_again(grafana_live: GrafanaLiveStandIn, monkeypatch) -> None:  # noqa: F811
+    """Grafana without the dashboard at first (provisioning not read yet): the bridge tries again."""
+    from bridge.sinks import grafana_live as live_module
+
+    monkeypatch.setattr(live_module, "SYNC_RETRY_SEC", 0.2)
+    layout = FrameLayout("s", ("Fz", "Cz"), np.array([1.0, 2.0]), 1000.0, BANDS)
+    sink = _sink(grafana_live)
+    sink.start()
+    try:
+        for k in range(5):
+            _offer_and_wait(grafana_live, sink, layout, k)
+        grafana_live.wait_for(
+            lambda: any(r.target.startswith("/api/dashboards/uid/") and r.status == 404 for r in grafana_live.requests()),
+            what="the first, failed update",
+        )
+        grafana_live.provision_dashboard(_live_board(), allow_ui_updates=True)
+        k = 5
+
+        def updated() -> bool:
+            nonlocal k
+            _offer_and_wait(grafana_live, sink, layout, k)
+            k += 1
+            board = grafana_live.dashboard(grafana_layout.LIVE_DASHBOARD_UID) or {}
+            return "Cz" in json.dumps(board.get("templating", {}))
+
+        grafana_live.wait_for(updated, timeout=30, what="the dashboard update after the retry")
+    finally:
+        sink.close(5)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -118,6 +119,8 @@ class _OverviewLines:
         return body, (bands.values_skipped if bands else 0) + quality.values_skipped
 
 
+#: After a failed dashboard update, the next attempt waits this long.
+SYNC_RETRY_SEC = 30.0
 #: Placeholder rows of one push stay under this many bytes (a long outage is not replayed as a
 #: large body for Grafana to parse): at least one row, the slots right before the new frame.
 FILL_BUDGET_BYTES = 128_000
@@ -302,6 +305,8 @@ class GrafanaLiveSink:
         self._overview_cadence = _Cadence()
         self._fillers: _Fillers | None = None
         self._synced_layout: FrameLayout | None = None
+        self._sync_not_before = 0.0
+        self._sync_error: str | None = None
         self._queue: deque[SpectrumFrame] = deque()
         self._ready = threading.Condition()
         self._stopping = threading.Event()
@@ -398,11 +403,15 @@ class GrafanaLiveSink:
         self._maybe_sync(frame.layout)
 
     def _maybe_sync(self, layout: FrameLayout) -> None:
-        """Once per stream layout, when the frame rate is known, update the live dashboard."""
+        """Once per stream layout, when the frame rate is known, update the live dashboard.
+
+        A failed update (Grafana restarting, dashboards not provisioned yet) is tried again after
+        SYNC_RETRY_SEC; the same failure is logged once.
+        """
         if self._token is None or (self._synced_layout is not None and self._synced_layout.same_axes(layout)):
             return
         rate = self._spectra_cadence.rate_hz()
-        if rate is None:
+        if rate is None or time.monotonic() < self._sync_not_before:
             return
         self._synced_layout = layout
         token, settings = self._token, self.settings
@@ -412,8 +421,13 @@ class GrafanaLiveSink:
                 sync_live_dashboard(settings.url, token, settings.stream_id, layout.channels, rate,
                                     verify=settings.tls.context(), timeout=max(settings.timeout_sec, 5.0))
                 log.info("grafana: live dashboard lists the %d channels of %s", len(layout.channels), layout.stream)
+                self._sync_error = None
             except DashboardSyncError as exc:
-                log.warning("grafana: could not update the live dashboard (live push continues): %s", exc)
+                if str(exc) != self._sync_error:
+                    log.warning("grafana: could not update the live dashboard (live push continues): %s", exc)
+                self._sync_error = str(exc)
+                self._sync_not_before = time.monotonic() + SYNC_RETRY_SEC
+                self._synced_layout = None
 
         threading.Thread(target=run, name="grafana-dashboard-sync", daemon=True).start()
 

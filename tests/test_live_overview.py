@@ -282,9 +282,9 @@ def test_a_long_gap_fills_only_the_slots_before_the_new_frame(grafana_live: Graf
     from bridge.sinks import grafana_live as live_module
 
     layout = FrameLayout("s", ("Fz", "Cz"), np.array([1.0, 2.0]), 1000.0, BANDS)
-    filler_bytes = len(live_module._Fillers(layout, overview=True).spectra([10**18]))
+    filler_bytes = len(live_module._Fillers(layout).spectra([10**18]))
     monkeypatch.setattr(live_module, "FILL_BUDGET_BYTES", 10 * filler_bytes)  # a few rows' worth
-    limit = live_module._Fillers(layout, overview=True).limit
+    limit = live_module._Fillers(layout).limit
     assert 1 <= limit < 36
     sink = _sink(grafana_live)
     sink.start()

@@ -174,27 +174,24 @@ class _Cadence:
 class _Fillers:
     """Placeholder lines of one layout: every measurement the push carries, same fields, hidden values."""
 
-    def __init__(self, layout: FrameLayout, overview: bool) -> None:
+    def __init__(self, layout: FrameLayout) -> None:
         self.layout = layout
-        self.overview = overview
         fill_db, fill_state = f"{grafana_layout.FILL_DB:g}", f"{grafana_layout.FILL_STATE}"
         bins = ",".join(f"{escape_key(n)}={fill_db}" for n in bin_field_names(layout.frequencies))
-        heads = [f"{escape_measurement(c)} {bins} " for c in layout.channels]
-        if overview:
-            channels = [escape_key(c) for c in layout.channels]
-            dbs = ",".join(f"{c}={fill_db}" for c in channels)
-            heads += [f"{escape_measurement(band_measurement(b.name))} {dbs} " for b in layout.bands]
-            heads.append(f"{QUALITY_MEASUREMENT} " + ",".join(f"{c}={fill_state}" for c in channels) + " ")
-        self._spectra = heads[: len(layout.channels)]
-        self._overview = heads[len(layout.channels):]
-        per_row = sum(len(h) + 21 for h in heads)
+        channels = [escape_key(c) for c in layout.channels]
+        dbs = ",".join(f"{c}={fill_db}" for c in channels)
+        self._spectra = [f"{escape_measurement(c)} {bins} " for c in layout.channels]
+        self._bands = [f"{escape_measurement(band_measurement(b.name))} {dbs} " for b in layout.bands]
+        self._quality = f"{QUALITY_MEASUREMENT} " + ",".join(f"{c}={fill_state}" for c in channels) + " "
+        per_row = sum(len(h) + 21 for h in (*self._spectra, *self._bands, self._quality))
         self.limit = max(1, FILL_BUDGET_BYTES // per_row)
 
     def spectra(self, stamps: list[int]) -> bytes:
         return "".join(f"{h}{t}\n" for t in stamps for h in self._spectra).encode()
 
-    def overview_lines(self, stamps: list[int]) -> bytes:
-        return "".join(f"{h}{t}\n" for t in stamps for h in self._overview).encode()
+    def overview_lines(self, stamps: list[int], *, bands: bool, quality: bool) -> bytes:
+        heads = [*(self._bands if bands else ()), *((self._quality,) if quality else ())]
+        return "".join(f"{h}{t}\n" for t in stamps for h in heads).encode()
 
 
 class _Transport(Protocol):
@@ -370,7 +367,7 @@ class GrafanaLiveSink:
         overview = frame.band_db is not None or frame.quality is not None
         if self._fillers is None or self._fillers.layout is not frame.layout:
             self._spectra_cadence, self._overview_cadence = _Cadence(), _Cadence()
-            self._fillers = _Fillers(frame.layout, overview=bool(frame.layout.bands) or frame.quality is not None)
+            self._fillers = _Fillers(frame.layout)
         fillers, regular = self._fillers, frame.layout.srate > 0
         self._spectra_cadence.observe(frame.time_ns)
         encoded = self._encoder.encode(frame)
@@ -382,8 +379,11 @@ class GrafanaLiveSink:
                 self._overview = _OverviewLines(frame.layout)
             self._overview_cadence.observe(frame.time_ns)
             extra, extra_skipped = self._overview.encode(frame)
-            if regular and fillers.overview:
-                extra = fillers.overview_lines(self._overview_cadence.missing(frame.time_ns, fillers.limit)) + extra
+            if regular:
+                missing = self._overview_cadence.missing(frame.time_ns, fillers.limit)
+                extra = fillers.overview_lines(
+                    missing, bands=frame.band_db is not None, quality=frame.quality is not None
+                ) + extra
             body, skipped = body + extra, skipped + extra_skipped
         self.health.skipped(self.metrics, skipped)
         if not body:

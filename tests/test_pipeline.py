@@ -115,7 +115,9 @@ def test_simulator_publishes_labelled_eeg_with_posterior_alpha() -> None:
         alpha = (f >= 9) & (f <= 12)
         o1, fz = p[26], p[4]
         assert o1[alpha].mean() > 5 * fz[alpha].mean()  # alpha is posterior
-        assert p[:, np.argmin(abs(f - 50))].mean() > p[:, np.argmin(abs(f - 45))].mean() * 3  # line noise
+        # line noise: the 3 uV mains sine stands ~3.3x above the background at 45 Hz (3.07-3.69 over 20 seeds
+        # and random chunkings), so 2x leaves margin and still fails without it (ratio ~1)
+        assert p[:, np.argmin(abs(f - 50))].mean() > p[:, np.argmin(abs(f - 45))].mean() * 2
         assert p[:, np.argmin(abs(f - 2))].mean() > p[:, np.argmin(abs(f - 30))].mean() * 5  # 1/f
     finally:
         stop.set()

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from http import HTTPStatus
 from importlib import resources
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -42,7 +42,11 @@ from bridge.codecs.view import encode_frame, layout_message, markers_message
 from bridge.config import ConfigError, ViewSettings
 from bridge.frame import FrameLayout, SpectrumFrame
 from bridge.observe.metrics import SinkMetrics
-from bridge.sinks.base import SinkHealth
+from bridge.sinks.base import Sink, SinkHealth
+
+if TYPE_CHECKING:
+    from bridge.observe.metrics import Metrics
+    from bridge.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 #: websockets logs every HTTP request and connection at INFO; a page load is not news.
@@ -337,7 +341,7 @@ class PipelineStatus:
     The same figures as the terminal status line, read from the same ledger, so they never disagree.
     """
 
-    def __init__(self, pipeline: Any, metrics: Any) -> None:
+    def __init__(self, pipeline: Pipeline, metrics: Metrics) -> None:
         self._pipeline = pipeline
         self._metrics = metrics
         self._last = (time.monotonic(), metrics.value("eeg_bridge_frames_computed_total"))
@@ -358,7 +362,7 @@ class PipelineStatus:
         }
 
 
-def sink_states(sinks: list[Any], metrics: Any) -> list[dict[str, Any]]:
+def sink_states(sinks: list[Sink], metrics: Metrics) -> list[dict[str, Any]]:
     """Each sink's state from the ledger, for the page's status bar (same figures as the status line)."""
     states = []
     for sink in sinks:

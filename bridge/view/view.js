@@ -251,8 +251,14 @@
     drawAll();
   }
 
+  /** Only spectrograms on screen are painted (all 256 of a montage would be ~40,000 px of page). */
+  function onScreen(view) {
+    const r = view.root.getBoundingClientRect();
+    return r.bottom > 0 && r.top < window.innerHeight;
+  }
+
   function drawAll() {
-    for (const view of state.views.values()) drawView(view);
+    for (const view of state.views.values()) if (onScreen(view)) drawView(view);
     drawOverview();
   }
 
@@ -512,6 +518,7 @@
     if (frame.bands) state.layout.bands.forEach((b, i) => parts.push(b.name + " " + frame.bands[i * frame.nch + c].toFixed(1) + " dB"));
     $("overview-info").textContent = parts.join("  |  ");
   });
+  window.addEventListener("scroll", () => { if (state.historyDone) for (const v of state.views.values()) if (onScreen(v)) drawView(v); }, { passive: true });
   let resizeTimer = null;
   window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(rebuildAll, 200); });
 

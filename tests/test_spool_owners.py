@@ -277,3 +277,23 @@ def test_segments_of_the_old_shared_default_spool_are_mentioned(bridges, tmp_pat
         f"so they are not uploaded automatically: 'SPOOL_DIR={root} eeg-bridge replay' moves them to quarantine/"
     ) in process.output()
     assert len(list(root.glob("*.lp"))) == 3  # untouched
+
+
+def test_replay_without_a_spool_dir_uploads_every_spool_and_skips_the_one_in_use(
+    influxdb_server: InfluxDBServer, influxdb_database: str, bridges, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    offline = Destination(url="", api="v1", org="", bucket=influxdb_database)
+    for k, stream in enumerate(("first", "second")):
+        spool = Spool(default_spool(home, stream), max_bytes=1 << 30, destination=offline)
+        spool.append(b"".join(b"m,spool=%d v=%d %d\n" % (k, i, 1_000 + i) for i in range(50)), frames=5)
+        spool.unlock()
+    busy_stream = unique("busy")
+    busy = bridges(bridge_env(busy_stream, "", influxdb_database, home))  # recording, INFLUXDB_URL empty
+    busy.wait_for_output("waiting for an LSL stream")
+    replay = bridges({"HOME": str(home), "INFLUXDB_URL": influxdb_server.url}, args=("replay",))
+    assert replay.proc is not None and replay.proc.wait(120) == 0, replay.output()
+    rows = influxdb_server.query('SELECT COUNT("v") FROM "m" GROUP BY "spool"', db=influxdb_database)["results"][0]["series"]
+    assert {s["tags"]["spool"]: s["values"][0][1] for s in rows} == {"0": 50, "1": 50}
+    assert f"SPOOL_DIR '{default_spool(home, busy_stream)}' is in use by process {busy.pid} " in replay.output()
+    assert busy.alive() and busy.terminate() == 0

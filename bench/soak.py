@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -361,7 +362,10 @@ def readme_reliability(result: dict[str, Any], source: str = "bench/results/soak
             f"{live['accepted_by_standin']} / {st['frames_computed']} = {100 * (live['fraction'] or 0):.1f} % | "
             f"{100 * live['standin_healthy_fraction']:.1f} % of the time | {st['exit_code']} |"
         )
-    lines += ["", "Checks: " + ", ".join(f"{k.replace('_', ' ')} **{'pass' if v else 'FAIL'}**"
+    labels = {"rss_growth_under_5_mb": "RSS growth < 5 MB", "archived_equals_computed": "archived = computed",
+              "clean_exit": "clean exit (0)", "spool_empty": "spool empty after the stop",
+              "no_archive_drops": "no archive drops"}
+    lines += ["", "Checks: " + ", ".join(f"{labels.get(k, k)} **{'pass' if v else 'FAIL'}**"
                                           for k, v in result["checks"].items()) + ".", ""]
     for i, st in enumerate(result["streams"]):
         live = st["live"]
@@ -373,9 +377,23 @@ def readme_reliability(result: dict[str, Any], source: str = "bench/results/soak
                f" (after an `eeg-bridge replay` of what the stop left, exit {st['replay_after_stop_exit']})")
             + f"; samples received {st['samples_received']}, missing "
             f"{st['samples_missing']}, gaps {st['gaps']}; live frames given up: {dropped} "
-            f"({live['flaps']} Grafana mode changes); peak RSS {st['rss_mb']['max']:.1f} MB."
+            f"({live['flaps']} Grafana mode changes); peak RSS {st['rss_mb']['max']:.1f} MB. " + _rss_spread(st, s["warmup_s"])
         )
     return "\n".join(lines) + "\n"
+
+
+def _rss_spread(stream: dict[str, Any], warmup_s: float, window_s: float = 300.0) -> str:
+    """Two single samples can mislead: RSS rises during each catch-up after an outage and falls
+    back. So also the range after the warm-up, and the medians of its first and last 5 minutes."""
+    after = [(t, v) for t, v in stream["rss_mb"]["series"] if t >= warmup_s]
+    if len(after) < 4:
+        return ""
+    end = after[-1][0]
+    first = statistics.median(v for t, v in after if t < warmup_s + window_s)
+    last = statistics.median(v for t, v in after if t > end - window_s)
+    return (f"RSS after the warm-up (every {RSS_SAMPLE_SEC:g} s): {min(v for _, v in after):.1f}-"
+            f"{max(v for _, v in after):.1f} MB; median of its first 5 min {first:.1f} MB, of the last 5 min "
+            f"{last:.1f} MB ({last - first:+.1f} MB).")
 
 
 def render(result: dict[str, Any]) -> str:

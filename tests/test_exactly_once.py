@@ -191,3 +191,47 @@ def test_the_ledger_counts_each_frame_once_when_the_spool_overflows_in_an_outage
     assert rows_per_channel(influxdb_server, influxdb_database) == {f"ch{c}": sent for c in range(channels)}
     counts = accepted_points(proxy.requests("/write"))
     assert set(counts.values()) == {1} and sum(k[0].startswith(b"eeg_spectrum,") for k in counts) == sent * channels
+
+
+class RecordingWriter:
+    """The server side of the sink as a stand-in: records every body; a body holding ``bad``
+    is refused with 400."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def write(self, body: bytes) -> None:
+        from bridge.sinks.retry import PermanentError
+
+        self.bodies.append(body)
+        if b"bad" in body:
+            raise PermanentError("InfluxDB rejected the data (400).", kind="bad_data", status=400)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_rejected_joined_upload_is_isolated_and_counted_once(tmp_path: Path) -> None:
+    """Three segments in one upload, the middle one bad: the bad one is quarantined and counted
+    rejected, the two good ones counted sent, none both; and the lines re-sent while isolating
+    are exactly the good ones of the refused write (documented as the 400 exception)."""
+    from bridge.archive.spool import Spool
+    from bridge.observe.metrics import Metrics
+    from bridge.sinks.influxdb import InfluxSink
+    from tests.test_sinks import influx_settings
+
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
+    metrics, writer = Metrics(), RecordingWriter()
+    sink = InfluxSink(influx_settings(), metrics, spool, writer=writer)
+    spool.append(b"m v=1 1\nm v=2 2\n", frames=2)
+    spool.append(b"m bad 3\n", frames=3)
+    spool.append(b"m v=4 4\n", frames=4)
+    sink.start()
+    try:
+        wait_until(lambda: spool.empty, 30)
+    finally:
+        sink.close(5)
+    assert writer.bodies == [b"m v=1 1\nm v=2 2\nm bad 3\nm v=4 4\n", b"m v=1 1\nm v=2 2\n", b"m bad 3\n", b"m v=4 4\n"]
+    assert metrics.value("eeg_bridge_sink_frames_sent_total", sink="influxdb") == 6
+    assert metrics.value("eeg_bridge_sink_frames_dropped_total", sink="influxdb", reason="rejected") == 3
+    assert [p.name for p in spool.quarantine_dir.glob("*.lp")] == ["0000000000000001-000003-0.lp"]

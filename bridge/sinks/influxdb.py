@@ -25,6 +25,7 @@ as sent) as soon as all its lines were accepted.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import queue
 import shlex
@@ -458,7 +459,7 @@ class InfluxSink:
             return
         destination = remaining[0].destination
         writer = self._writer_for(destination)
-        ends = [sum(len(b) for b in bodies[: i + 1]) for i in range(len(bodies))]
+        ends = list(itertools.accumulate(len(b) for b in bodies))
         starts = [end - len(b) for end, b in zip(ends, bodies)]
         body = b"".join(bodies)
         first = remaining[0].seq

@@ -59,3 +59,11 @@ def test_layout_message_names_what_frames_do_not_carry() -> None:
         "quality_states": ["good", "warn", "bad"], "quality_flags": {"flat": 1, "railed": 2, "line_noise": 4, "hf_noise": 8},
         "history_sec": 60.0,
     }
+
+
+def test_a_dead_channel_does_not_coarsen_the_others() -> None:
+    power = np.array([[-300.0] * 4, [10.0, 20.0, 30.0, 40.0], [12.5, 22.5, 32.5, 42.5]])  # a channel of exact zeros
+    decoded = decode_frame(encode_frame(frame(power)))
+    assert (decoded["db_min"], decoded["db_max"]) == (42.5 - 120.0, 42.5)
+    assert np.array_equal(decoded["power_db"][0], [42.5 - 120.0] * 4)  # clipped to the bottom of the range
+    assert np.max(np.abs(decoded["power_db"][1:] - power[1:])) <= 120.0 / 254 / 2 + 1e-5

@@ -34,17 +34,19 @@ NPERSEG, NOVERLAP = 256, 192  # hop 64: 4 frames/s
 HISTORY_SEC = 10.0
 LABELS = [f"ch{i}" for i in range(16)]
 SINE_CHANNEL, SINE_HZ = "ch5", 10.0
+FLAT_CHANNEL = "ch15"  # a dead electrode: exact zeros
 BIN_HZ = FS / NPERSEG
 
 
 def known_signal(seconds: float = 10.0, seed: int = 1) -> np.ndarray:
-    """White noise (sigma 1) everywhere, plus a 10 Hz sine of amplitude 20 on ch5.
+    """White noise (sigma 1) everywhere but on ch15 (flat zeros), plus a 10 Hz sine of amplitude 20 on ch5.
 
     10 s hold a whole number of 10 Hz cycles, so the signal can be looped without a jump.
     """
     n = int(seconds * FS)
     x = np.random.default_rng(seed).standard_normal((n, len(LABELS))).astype(np.float32)
     x[:, LABELS.index(SINE_CHANNEL)] += 20 * np.sin(2 * np.pi * SINE_HZ * np.arange(n) / FS).astype(np.float32)
+    x[:, LABELS.index(FLAT_CHANNEL)] = 0.0
     return x
 
 
@@ -350,3 +352,32 @@ def test_pause_freezes_the_picture_and_typed_db_range_applies(browser, page: dic
                "the typed range was not applied")
     assert (browser.find_element(By.ID, "cb-min").text, browser.find_element(By.ID, "cb-max").text) == ("-7", "13")
     browser.find_element(By.ID, "auto").click()
+
+
+def test_a_flat_electrode_stands_out_in_the_overview(browser, page: dict) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    _open(browser, page["url"])
+    overview = browser.find_element(By.ID, "overview")
+    wait_until(lambda: int(overview.get_attribute("data-badge-width") or 0) > 0, 60, "no quality badges drawn")
+    d = {k: float(v) for k, v in browser.execute_script("return Object.assign({}, arguments[0].dataset)", overview).items()}
+    row_h = d["rowHeight"]
+    badges = canvas_pixels(browser, overview, int(d["badgeLeft"]), 0, int(d["badgeWidth"]), int(row_h * d["channels"]))
+    colour = {name: badges[int((i + 0.5) * row_h), :, :3].mean(axis=0) for i, name in enumerate(LABELS)}
+    r, g, _ = colour[FLAT_CHANNEL]
+    assert r > 200 and g < 120, colour[FLAT_CHANNEL]  # red: bad
+    for name in (c for c in LABELS if c != FLAT_CHANNEL):
+        r, g, _ = colour[name]
+        assert g > 150 and r < 120, (name, colour[name])  # green: good
+    screenshot(browser, "view-flat-channel")
+    # a click on its row shows that channel alone, with its verdict
+    row = LABELS.index(FLAT_CHANNEL)
+    size = overview.size
+    ActionChains(browser).move_to_element_with_offset(
+        overview, int(d["plotLeft"] + 20 - size["width"] / 2), int((row + 0.5) * row_h - size["height"] / 2)
+    ).click().perform()
+    wait_until(lambda: [e.get_attribute("data-channel") for e in browser.find_elements(By.CSS_SELECTOR, ".spec")] == [FLAT_CHANNEL],
+               30, "clicking the row did not select the channel")
+    badge = browser.find_element(By.CSS_SELECTOR, f'.spec[data-channel="{FLAT_CHANNEL}"] .badge')
+    wait_until(lambda: badge.text == "bad (flat)", 30, lambda: f"badge says {badge.text!r}")

@@ -14,7 +14,8 @@ Layout of a frame message (little endian; offsets in bytes)::
     4   u16   n_frequencies
     6   u16   n_bands (rows of band power present, else 0)
     8   u32   seq (frame counter, modulo 2**32)
-    12  f32   db_min   \ value = db_min + q * (db_max - db_min) / 254 for q in 0..254;
+    12  f32   db_min   \ value = db_min + q * (db_max - db_min) / 254 for q in 0..254
+                     |  (db_min is at most 120 dB below db_max: lower values are clipped to it);
     16  f32   db_max   / q = 255: not a finite number
     20  f64   time_ms  Unix time of the window centre, ms
     28  u32   reserved (0)
@@ -44,6 +45,8 @@ assert HEADER.size == 32
 #: Quantisation levels for finite values (0..254); 255 marks a non-finite value.
 LEVELS = 254
 NOT_FINITE = 255
+#: Widest range a frame is quantised over (0.47 dB per level); lower values are clipped to its bottom.
+DYNAMIC_RANGE_DB = 120.0
 
 
 def encode_frame(frame: SpectrumFrame) -> bytes:
@@ -57,10 +60,14 @@ def encode_frame(frame: SpectrumFrame) -> bytes:
         low, high = float(power[finite].min()), float(power[finite].max())
     else:
         low = high = 0.0
+    # A dead channel (exact zeros: -300 dB) must not spread the scale so wide that every other
+    # channel is left with a few levels: values further below the maximum sit at the bottom.
+    low = max(low, high - DYNAMIC_RANGE_DB)
     span = high - low
     scale = LEVELS / span if span > 0 else 0.0
     with np.errstate(invalid="ignore"):
         levels = np.rint((power - np.float32(low)) * np.float32(scale))
+        np.clip(levels, 0, LEVELS, out=levels)
     if not all_finite:
         levels[~finite] = NOT_FINITE
     quantised = levels.astype(np.uint8)

@@ -64,11 +64,12 @@
     // single noise dips would otherwise stretch the scale down and darken the whole picture.
     const hist = new Uint32Array(256), q = frame.q;
     for (let i = 0; i < q.length; i++) hist[q[i]]++;
-    const finite = q.length - hist[NOT_FINITE], step = (frame.max - frame.min) / LEVELS;
+    // Level 0 is left out too: it holds whatever the bridge clipped (a dead channel's -300 dB).
+    const finite = q.length - hist[NOT_FINITE] - hist[0], step = (frame.max - frame.min) / LEVELS;
     let seen = 0, low = 0, high = LEVELS;
-    for (let level = 0; level <= LEVELS; level++) { seen += hist[level]; if (seen >= 0.05 * finite) { low = level; break; } }
+    for (let level = 1; level <= LEVELS; level++) { seen += hist[level]; if (seen >= 0.05 * finite) { low = level; break; } }
     seen = 0;
-    for (let level = LEVELS; level >= 0; level--) { seen += hist[level]; if (seen >= 0.001 * finite) { high = level; break; } }
+    for (let level = LEVELS; level >= 1; level--) { seen += hist[level]; if (seen >= 0.001 * finite) { high = level; break; } }
     frame.p05 = frame.min + low * step; frame.p999 = frame.min + high * step;
     return frame;
   }
@@ -352,7 +353,8 @@
     tmp.getContext("2d").putImageData(img, 0, 0);
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(tmp, 0, 0, nf, nch, plotL, 0, plotW, rowH * nch);
-    Object.assign(canvas.dataset, { plotLeft: plotL, plotWidth: plotW, rowHeight: rowH, channels: nch });
+    Object.assign(canvas.dataset, { plotLeft: plotL, plotWidth: plotW, rowHeight: rowH, channels: nch,
+      badgeLeft: labelW + 2, badgeWidth: Math.max(0, badgeW - 4) });
     ctx.font = Math.min(11, rowH) + "px system-ui, sans-serif"; ctx.textBaseline = "middle"; ctx.textAlign = "right";
     const every = Math.ceil(11 / rowH);
     for (let c = 0; c < nch; c++) {

@@ -89,7 +89,7 @@ class Options(BaseModel):
     precomputed_scale: Literal["db", "power"] = Field("db", alias="PRECOMPUTED_SCALE", description="Precomputed mode: values are dB already, or power to convert with 10*log10.")
     # --- band power and channel quality (docs/data-model.md: eeg_bands, eeg_quality) ----------
     spectrum_bands: str = Field(DEFAULT_BANDS, alias="SPECTRUM_BANDS", description="Bands for band power, name:low-high in Hz (low inclusive, high exclusive), comma-separated; empty = no band power.")
-    derived_every_frames: int = Field(1, ge=0, alias="DERIVED_EVERY_FRAMES", description="Band power and quality on every Nth frame (0 = neither).")
+    derived_every_frames: int | None = Field(None, ge=0, alias="DERIVED_EVERY_FRAMES", description="Band power and quality on every Nth frame (0 = neither; default: about 4 a second, every frame up to 4 frames/s).")
     quality_enabled: bool = Field(True, alias="QUALITY_ENABLED", description="Judge every channel's signal quality (flat, railed, line noise, high-frequency noise).")
     line_freq: Literal[50, 60] = Field(50, alias="LINE_FREQ", description="Mains frequency for the line-noise check, Hz (50 or 60).")
     quality_flat_std: float = Field(0.5, ge=0, alias="QUALITY_FLAT_STD", description="A window whose standard deviation is below this (stream units) is flat: bad.")

@@ -84,7 +84,8 @@ def build_engine(description: StreamDescription, spectrum: SpectrumSettings) -> 
 
 
 def _build_engine(description: StreamDescription, spectrum: SpectrumSettings) -> tuple[SpectrumEngine, Selection]:
-    derived = spectrum.derived
+    frame_rate = description.srate / spectrum.stft.hop if spectrum.mode == "raw" else description.srate
+    derived = spectrum.derived.for_frame_rate(frame_rate)
     if spectrum.mode == "raw":
         selection = select_channels(description, spectrum.channels, description.channel_count)
         engine: SpectrumEngine = StftEngine(

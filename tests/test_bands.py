@@ -227,3 +227,30 @@ def test_empty_bands_or_zero_every_turn_products_off() -> None:
     assert settings({"SPECTRUM_BANDS": ""}).derived.bands == ()
     assert not settings({"DERIVED_EVERY_FRAMES": "0"}).derived.active
     assert settings({"QUALITY_ENABLED": "false", "SPECTRUM_BANDS": ""}).derived.active is False
+
+
+@pytest.mark.parametrize(
+    "rate,nperseg,noverlap,every",
+    [(500.0, 256, 128, 1), (1000.0, 256, 128, 2), (2000.0, 256, 128, 4), (1000.0, 256, 224, 8), (128.0, 256, 0, 1)],
+)
+def test_default_decimation_follows_the_frame_rate(rate: float, nperseg: int, noverlap: int, every: int) -> None:
+    """Unset, about 4 products a second: round(rate / hop / 4), at least every frame."""
+    derived = settings({"SPECTRUM_NPERSEG": str(nperseg), "SPECTRUM_NOVERLAP": str(noverlap)}).derived
+    assert derived.every is None
+    assert derived.for_frame_rate(rate / (nperseg - noverlap)).every == every
+    assert derived.for_frame_rate(0.0).every == 1  # an irregular stream: every frame
+    assert settings({"DERIVED_EVERY_FRAMES": "3"}).derived.for_frame_rate(1000.0).every == 3
+
+
+def test_the_engine_decimates_by_the_streams_frame_rate() -> None:
+    """build_engine (run and import alike) applies the default to the stream's own rate."""
+    description = StreamDescription(
+        name="s", type="EEG", source_id="", hostname="h", uid="u", channel_count=2, srate=2000.0,
+        channel_format="float32", labels=("a", "b"),
+    )
+    engine, _ = build_engine(description, settings({}))
+    fs = 2000.0
+    t = np.arange(256 + 128 * 11) / fs
+    frames = engine.push(np.random.default_rng(0).standard_normal((t.size, 2)), 1.7e9 + t)
+    assert len(frames) == 12
+    assert [f.seq for f in frames if f.band_db is not None] == [0, 4, 8]

@@ -9,12 +9,17 @@ computes all of them, restricted to the bins any column uses.
 Decimation (``DERIVED_EVERY_FRAMES``): products are computed for frames whose sequence number is
 a multiple of ``every``; the frames in between carry ``None``. Sequence numbers keep counting
 across reconnections, so the decimated frames are the same whichever way a stream is read.
+Unset, ``every`` follows the frame rate: about ``AUTO_PER_SECOND`` products a second (every
+frame up to that rate). Band power and quality are slow measures that nobody reads faster on a
+heatmap or a badge, and at 256 ch x 2 kHz (15.6 frames/s) every frame would cost about a fifth
+of the bridge's CPU (bench/results/derived.md) for no visible gain.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,13 +32,17 @@ log = logging.getLogger(__name__)
 
 Products = tuple[np.ndarray | None, np.ndarray | None, ChannelQuality | None]
 
+#: With DERIVED_EVERY_FRAMES unset: products per second of signal, at most (every frame below it).
+AUTO_PER_SECOND = 4.0
+
 
 @dataclass(frozen=True)
 class DerivedSettings:
     """What the engines add to frames: empty ``bands`` / ``quality=None`` / ``every=0`` turn parts off."""
 
     bands: tuple[Band, ...] = ()
-    every: int = 1
+    #: Products on every Nth frame; ``None`` = follow the frame rate (:meth:`for_frame_rate`).
+    every: int | None = 1
     quality: QualitySettings | None = None
     #: True when the user chose the bands (SPECTRUM_BANDS set): a band that does not fit the
     #: stream's axis is then an error. The default bands are only kept where they fit, so a
@@ -42,7 +51,14 @@ class DerivedSettings:
 
     @property
     def active(self) -> bool:
-        return self.every > 0 and (bool(self.bands) or self.quality is not None)
+        return self.every != 0 and (bool(self.bands) or self.quality is not None)
+
+    def for_frame_rate(self, frames_per_second: float) -> DerivedSettings:
+        """Settings with ``every`` fixed for a stream of this frame rate (0 = irregular: every frame)."""
+        if self.every is not None:
+            return self
+        every = max(1, math.floor(frames_per_second / AUTO_PER_SECOND + 0.5)) if frames_per_second > 0 else 1
+        return replace(self, every=every)
 
 
 class Derived:
@@ -73,7 +89,7 @@ class Derived:
 
     def selected(self, first_seq: int, count: int) -> np.ndarray:
         """Indices of the ``count`` windows starting at ``first_seq`` that get products."""
-        every = self.settings.every
+        every = self.settings.every or 1
         first = (-first_seq) % every
         return np.arange(first, count, every)
 

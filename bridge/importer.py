@@ -171,10 +171,12 @@ class Importer:
             result.markers += len(markers.markers)
         progress = Progress(sum(p.frames for p in planned), recording.path.name)
         started = time.monotonic()
+        written: list[str] = []
         try:
             for p in planned:
                 done = self._stream(p, progress)
                 result.frames += done
+                written.append(f"'{p.stream.description.name}' {done} frames")
                 if self.give_up():
                     log.warning("%s: stopped in stream '%s' after %d of %d frames",
                                 recording.path, p.stream.description.name, done, p.frames)
@@ -182,9 +184,8 @@ class Importer:
         finally:
             progress.close()
         elapsed = time.monotonic() - started
-        streams = ", ".join(f"'{p.stream.description.name}' {p.frames} frames" for p in planned)
         log.info("%s: %s; %d markers; computed in %.1f s (%.0f frames/s); times from %s",
-                 recording.path, streams, result.markers, elapsed, result.frames / elapsed if elapsed > 0 else 0.0,
+                 recording.path, ", ".join(written), result.markers, elapsed, result.frames / elapsed if elapsed > 0 else 0.0,
                  recording.time_base)
         result.complete = True
         return result
@@ -192,7 +193,7 @@ class Importer:
     def _stream(self, p: Planned, progress: Progress) -> int:
         engine, indices = p.engine, p.selection.indices
         last_ns = 0
-        done = 0
+        done = dropped = 0
         for starts_segment, samples, times in p.stream.blocks():
             if starts_segment:
                 engine.reset()  # a break in the recording: no window spans it, as live after a gap
@@ -202,6 +203,7 @@ class Importer:
             for frame in frames:
                 if frame.time_ns <= last_ns:  # only across overlapping segments; as live, dropped and counted
                     self.metrics.frames_out_of_order.inc()
+                    dropped += 1
                     continue
                 last_ns = frame.time_ns
                 if not self._hand_over(frame):
@@ -210,6 +212,10 @@ class Importer:
                 self.frames_offered += 1
                 done += 1
             progress.update(len(frames))
+        if dropped:
+            log.warning("stream '%s': %d frames were not later than their predecessor (segments of the recording "
+                        "overlap in time); dropped (counted in eeg_bridge_frames_out_of_order_total)",
+                        p.stream.description.name, dropped)
         return done
 
     def wait_uploaded(self, report: Callable[[str], None]) -> bool:
@@ -260,6 +266,8 @@ def run_import(paths: list[Path], settings: Settings, metrics: Metrics, make_sin
                 results.append(importer.import_file(recording, planned))  # type: ignore[union-attr]
             finally:
                 recording.close()
+            if importer.give_up():  # type: ignore[union-attr]
+                break  # stopped, or the server refuses: the remaining files would only queue up
         if sink is None or importer is None:
             return 2 if bad else 0
         uploaded = importer.wait_uploaded(lambda text: log.info("%s", text))

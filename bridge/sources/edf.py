@@ -73,6 +73,7 @@ def open_edf(path: Path, stream_name: str | None, channels: tuple[str, ...] | No
         raise RecordingError(f"{path}: {exc}") from None
     indices = list(range(len(labels))) if selection.indices is None else [int(i) for i in selection.indices]
     if not indices:
+        reader.close()
         raise RecordingError(f"{path}: the file has no signal.")
     chosen_rates = [rates[i] for i in indices]
     if len(set(chosen_rates)) > 1:

@@ -372,13 +372,15 @@ def test_bad_files_one_sentence_each(influxdb_server: InfluxDBServer, influxdb_d
     strings = tmp_path / "markers.xdf"
     write_xdf(strings, DATETIME, [streams[2]])
     missing = tmp_path / "nowhere.xdf"
+    other = tmp_path / "notes.csv"
+    other.write_text("t,x\n")
     good = tmp_path / "good.xdf"
     write_xdf(good, DATETIME, streams)
     code, output = run_import(bridges, env_for(influxdb_server, influxdb_database, tmp_path),
-                              str(no_eeg), str(strings), str(missing), str(good))
+                              str(no_eeg), str(strings), str(missing), str(other), str(good))
     assert code == 2, output
     lines = [line for line in output.splitlines() if line.startswith("eeg-bridge import: ")]
-    assert lines[:3] == [
+    assert lines[:4] == [
         f"eeg-bridge import: {no_eeg}: no EEG-typed numeric stream, nothing to compute spectra from (it has: "
         "'Gaze' (type Gaze, float32, source_id -); 'Task Markers' (type Markers, string, source_id -)); choose a "
         "numeric stream with LSL_STREAM_NAME / LSL_STREAM_TYPE / LSL_SOURCE_ID.",
@@ -386,6 +388,7 @@ def test_bad_files_one_sentence_each(influxdb_server: InfluxDBServer, influxdb_d
         "'Task Markers' (type Markers, string, source_id -)); choose a numeric stream with LSL_STREAM_NAME / "
         "LSL_STREAM_TYPE / LSL_SOURCE_ID.",
         f"eeg-bridge import: {missing}: no such file.",
+        f"eeg-bridge import: {other}: unknown file type; import reads .xdf (LabRecorder), .edf and .bdf files.",
     ]
     assert "Traceback" not in output
     # the good file is still imported, and only it
@@ -396,6 +399,11 @@ def test_bad_files_one_sentence_each(influxdb_server: InfluxDBServer, influxdb_d
     assert code == 2
     assert (f"{good}: stream 'Task Markers' (type Markers, string, source_id -) carries strings (markers), not signal; "
             "choose a numeric EEG stream.") in output
+    code, output = run_import(bridges, env_for(influxdb_server, influxdb_database, tmp_path), str(good),
+                              "--timezone", "Mars/Olympus")
+    assert code == 2
+    assert output.strip() == ("eeg-bridge: --timezone 'Mars/Olympus' is neither a time zone name (Europe/Berlin) "
+                              "nor an offset (+01:00).")
 
 
 def test_dry_run_lists_and_writes_nothing(influxdb_server: InfluxDBServer, influxdb_database: str, bridges,
@@ -412,6 +420,7 @@ def test_dry_run_lists_and_writes_nothing(influxdb_server: InfluxDBServer, influ
     assert (f"  stream 'EEG B' (type EEG, source_id amp-b): 3 channels (ch0, ch1, ch2) at 500 Hz, 8.0 s, "
             f"{frame_count(N_B)} frames of 65 bins") in output
     assert "  markers 'Task Markers': 3" in output
+    assert f"  times: the file's recording date {DATETIME} (whole seconds) and its first clock measurement" in output
     assert (f"  stream 'night' (type EEG, source_id -): 3 channels (Fp1, Fp2, Oz) at 256 Hz, 12.0 s, "
             f"{frame_count(N_E)} frames of 65 bins") in output
     assert "  markers 'night': 2" in output

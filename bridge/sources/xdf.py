@@ -313,7 +313,8 @@ def open_xdf(path: Path, selector: StreamSelector, markers: StreamSelector, mode
             warnings.append(f"{path}: cut off at byte {scan.intact_end} of {scan.size} (the recording was interrupted); "
                             "only the intact part would be imported.")
         counted = [RecordedMarkers(h.name, [], expected=h.samples) for h in marker_headers]
-        return Recording(path, "XDF", streams, counted, "not computed in a dry run", warnings, skipped)
+        base = time_base(path, scan.datetime_text, min(offsets)).text if offsets else "from the first samples (not read in a dry run)"
+        return Recording(path, "XDF", streams, counted, base, warnings, skipped)
     raw = _load(path, scan, [h.stream_id for h in chosen + marker_headers])
     first_lsl = min(offsets) if offsets else min(
         (float(raw[h.stream_id]["time_stamps"][0]) for h in chosen if len(raw[h.stream_id]["time_stamps"])), default=0.0

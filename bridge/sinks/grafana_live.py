@@ -304,6 +304,7 @@ class GrafanaLiveSink:
         self._synced_layout: FrameLayout | None = None
         self._sync_not_before = 0.0
         self._sync_error: str | None = None
+        self._sync_thread: threading.Thread | None = None
         self._queue: deque[SpectrumFrame] = deque()
         self._ready = threading.Condition()
         self._stopping = threading.Event()
@@ -343,6 +344,8 @@ class GrafanaLiveSink:
         with self._ready:
             self._ready.notify_all()
         self._thread.join(timeout)
+        if self._sync_thread is not None:  # a dashboard update in flight (a GET and a POST) ends within its timeouts
+            self._sync_thread.join(2 * max(self.settings.timeout_sec, 5.0) + 1.0)
         with self._ready:
             self.metrics.drop("stale", len(self._queue))
             self._queue.clear()
@@ -429,7 +432,8 @@ class GrafanaLiveSink:
                 self._sync_not_before = time.monotonic() + SYNC_RETRY_SEC
                 self._synced_layout = None
 
-        threading.Thread(target=run, name="grafana-dashboard-sync", daemon=True).start()
+        self._sync_thread = threading.Thread(target=run, name="grafana-dashboard-sync", daemon=True)
+        self._sync_thread.start()
 
     def _run(self) -> None:
         retrying = delivery_retrying(BACKOFF, self._stopping, self.health, self.metrics)

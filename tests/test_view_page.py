@@ -199,6 +199,35 @@ def test_reload_shows_the_history_at_once(browser, page: dict) -> None:  # type:
     screenshot(browser, "view-reloaded")
 
 
+def test_a_page_opened_before_the_stream_draws_it_when_it_arrives(browser, tmp_path: Path, players: list[Player]) -> None:  # type: ignore[no-untyped-def]
+    """`make demo` prints the URL before the stream is found: a page opened then (empty history,
+    no layout yet) must start drawing when the layout arrives with the first frame."""
+    from selenium.webdriver.common.by import By
+
+    name, port = unique("viewearly"), free_port()
+    process = BridgeProcess({"LSL_STREAM_NAME": name, "GRAFANA_URL": "", "INFLUXDB_URL": "", "SPOOL_DIR": str(tmp_path / "spool"),
+                             "VIEW_PORT": str(port), "SPECTRUM_NPERSEG": str(NPERSEG), "SPECTRUM_NOVERLAP": str(NOVERLAP)},
+                            tmp_path).start()
+    try:
+        process.wait_for_output(f"live page on http://127.0.0.1:{port}/")
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait_until(lambda: _dataset(browser, "historyFrames") == "0", 60, "the page did not get its (empty) history")
+        outlet = make_outlet(name, channels=len(LABELS), rate=FS, labels=LABELS)
+        players.append(Player(outlet, known_signal(), FS, chunk=16, loop=True).start())
+        wait_until(lambda: bool(browser.find_elements(By.CSS_SELECTOR, 'canvas.spectrogram[data-channel="ch0"]')), 60,
+                   "no spectrogram after the stream arrived")
+        canvas = _spectrogram(browser, "ch0")
+        overview = browser.find_element(By.ID, "overview")
+        wait_until(lambda: overview.get_attribute("data-channels") == str(len(LABELS)), 60, "the overview was never drawn")
+        _, first = _plot(browser, canvas)
+        wait_until(lambda: not np.array_equal(_plot(browser, canvas)[1], first), 60, "the spectrogram does not move")
+        assert console_errors(browser) == []
+    finally:
+        browser.get("about:blank")  # leave before the bridge stops: no reconnect errors for the next test
+        browser.get_log("browser")
+        stopped(process)
+
+
 def test_non_loopback_host_without_token_exits_2(tmp_path: Path) -> None:
     process = BridgeProcess({"LSL_STREAM_NAME": "x", "VIEW_PORT": str(free_port()), "VIEW_HOST": "0.0.0.0"}, tmp_path).start()
     try:

@@ -88,10 +88,12 @@
 
   // ---- layout & channel picker -----------------------------------------------------------------------
   function setLayout(layout) {
+    // historyDone belongs to the connection, not the layout: a layout that arrives after
+    // history_end (the page opened before the stream connected, or the stream came back with
+    // other channels) is drawn live from its first frame on.
     state.layout = layout;
     state.frames = [];
     state.dt = null;
-    state.historyDone = false;
     $("stream").textContent = layout.stream;
     $("nch").textContent = layout.channels.length + " ch";
     if (layout.srate) $("rate").textContent = layout.srate + " Hz";
@@ -105,8 +107,10 @@
       label.append(box, " " + name);
       list.append(label);
     });
+    // a reconnect (or the stream back with its channels) keeps what the user picked
+    let chosen = state.selected.filter((c) => layout.channels.includes(c));
     const wanted = new URLSearchParams(location.search).get("channels");
-    let chosen = wanted ? (wanted === "all" ? layout.channels.slice() : wanted.split(",").filter((c) => layout.channels.includes(c))) : [];
+    if (!chosen.length && wanted) chosen = wanted === "all" ? layout.channels.slice() : wanted.split(",").filter((c) => layout.channels.includes(c));
     if (!chosen.length) chosen = layout.channels.slice(0, Math.min(4, layout.channels.length));
     pick(chosen);
   }
@@ -442,6 +446,7 @@
 
   // ---- connection ---------------------------------------------------------------------------------------
   function connect() {
+    state.historyDone = false;  // until this connection's history_end
     const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
     ws.binaryType = "arraybuffer";
     state.ws = ws;

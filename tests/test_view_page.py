@@ -390,6 +390,8 @@ def test_a_flat_electrode_stands_out_in_the_overview(browser, page: dict) -> Non
     _open(browser, page["url"])
     overview = browser.find_element(By.ID, "overview")
     wait_until(lambda: int(overview.get_attribute("data-badge-width") or 0) > 0, 60, "no quality badges drawn")
+    wait_until(lambda: "view" in browser.find_element(By.ID, "sinks").text, 30, "no sink states shown")
+    top = overview.location["y"]
     d = {k: float(v) for k, v in browser.execute_script("return Object.assign({}, arguments[0].dataset)", overview).items()}
     row_h = d["rowHeight"]
     badges = canvas_pixels(browser, overview, int(d["badgeLeft"]), 0, int(d["badgeWidth"]), int(row_h * d["channels"]))
@@ -402,11 +404,17 @@ def test_a_flat_electrode_stands_out_in_the_overview(browser, page: dict) -> Non
     screenshot(browser, "view-flat-channel")
     # a click on its row shows that channel alone, with its verdict
     row = LABELS.index(FLAT_CHANNEL)
-    size = overview.size
+    size = overview.size  # CSS pixels; the rows are in the canvas's own pixels
+    scale_x = size["width"] / int(overview.get_attribute("width"))
+    scale_y = size["height"] / int(overview.get_attribute("height"))
     ActionChains(browser).move_to_element_with_offset(
-        overview, int(d["plotLeft"] + 20 - size["width"] / 2), int((row + 0.5) * row_h - size["height"] / 2)
+        overview, int((d["plotLeft"] + 20) * scale_x - size["width"] / 2), int((row + 0.5) * row_h * scale_y - size["height"] / 2)
     ).click().perform()
-    wait_until(lambda: [e.get_attribute("data-channel") for e in browser.find_elements(By.CSS_SELECTOR, ".spec")] == [FLAT_CHANNEL],
-               30, "clicking the row did not select the channel")
+
+    def shown() -> list[str | None]:
+        return [e.get_attribute("data-channel") for e in browser.find_elements(By.CSS_SELECTOR, ".spec")]
+
+    wait_until(lambda: shown() == [FLAT_CHANNEL], 30, lambda: f"clicking the row did not select the channel: shown {shown()}")
+    assert overview.location["y"] == top  # nothing moved the overview under the mouse meanwhile
     badge = browser.find_element(By.CSS_SELECTOR, f'.spec[data-channel="{FLAT_CHANNEL}"] .badge')
     wait_until(lambda: badge.text == "bad (flat)", 30, lambda: f"badge says {badge.text!r}")

@@ -406,7 +406,9 @@
   function overviewChannel(event) {
     const canvas = $("overview"), rowH = +canvas.dataset.rowHeight;
     if (!state.layout || !rowH) return null;
-    const c = Math.floor(event.offsetY / rowH);
+    // offsetY is in CSS pixels; rows are laid out in the canvas's own pixels
+    const y = event.offsetY * (canvas.clientHeight ? canvas.height / canvas.clientHeight : 1);
+    const c = Math.floor(y / rowH);
     return c >= 0 && c < state.layout.channels.length ? c : null;
   }
 

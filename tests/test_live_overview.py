@@ -6,15 +6,24 @@ pushed by the real Grafana sink to the stand-in; what a browser receives is chec
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
+import httpx
 import numpy as np
+import yaml
 from pydantic import SecretStr
 
 from bridge.config import GrafanaSettings, TlsSettings
 from bridge.frame import Band, ChannelQuality, FrameLayout, SpectrumFrame
 from bridge.observe.metrics import Metrics
+from bridge.sinks import grafana_layout
 from bridge.sinks.grafana_live import GrafanaLiveSink
-from tests.fixtures_grafana import EDITOR_TOKEN, grafana_live, grafana_live_factory  # noqa: F401
-from tests.grafana_standin import GrafanaLiveStandIn, live_channel
+from tests.bridge_process import wait_until
+from tests.fixtures_grafana import ADMIN_PASSWORD, ADMIN_USER, EDITOR_TOKEN, grafana_live, grafana_live_factory  # noqa: F401
+from tests.fixtures_lsl import Player, make_outlet, unique
+from tests.grafana_standin import CLIENT_CHANNEL_LIMIT, GrafanaLiveStandIn, live_channel, render_dashboard
 
 BANDS = (Band("delta", 1, 4), Band("theta", 4, 8), Band("alpha", 8, 13), Band("beta", 13, 30), Band("gamma", 30, 45))
 CHANNELS = tuple(f"E{i}" for i in range(1, 257))
@@ -75,15 +84,6 @@ def test_frames_without_bands_push_spectra_only(grafana_live: GrafanaLiveStandIn
 
 # ---- the live dashboard in a browser, with and without InfluxDB ------------------------------------
 
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import httpx  # noqa: E402
-import yaml  # noqa: E402
-
-from bridge.sinks import grafana_layout  # noqa: E402
-from tests.grafana_standin import CLIENT_CHANNEL_LIMIT, render_dashboard  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LIVE_JSON = ROOT / "dashboards" / "eeg-live-spectrogram.json"
@@ -203,10 +203,6 @@ def test_dashboard_sync_is_refused_for_a_locked_provisioned_dashboard(grafana_li
 
 
 # ---- the whole bridge: no InfluxDB at all, only an admin login for Grafana ------------------------
-
-from tests.bridge_process import wait_until  # noqa: E402
-from tests.fixtures_grafana import ADMIN_PASSWORD, ADMIN_USER  # noqa: E402
-from tests.fixtures_lsl import Player, make_outlet, unique  # noqa: E402
 
 
 def test_bridge_without_influxdb_fills_the_live_dashboard(grafana_live, bridges, players, tmp_path) -> None:  # noqa: F811

@@ -20,9 +20,11 @@ install: $(VPY)
 	@echo "eeg-bridge is installed in $(VENV): run '$(VENV)/bin/eeg-bridge --help', or '. $(VENV)/bin/activate' first"
 
 # System parts the tests run for real: InfluxDB 1.x (Debian's influxdb), Node for the Flux checker,
-# Chromium and its driver for the live page, and python3-venv where the distribution splits it off.
+# Chromium and its driver for the live page, Prometheus (with promtool) for the alert rules, and
+# python3-venv where the distribution splits it off.
 SYSTEM_PACKAGES = $(if $(shell command -v influxd),,influxdb) $(if $(shell command -v npm),,nodejs npm) \
 	$(if $(wildcard /usr/bin/chromium),,chromium) $(if $(wildcard /usr/bin/chromedriver),,chromium-driver) \
+	$(if $(shell command -v prometheus),,prometheus) \
 	$(if $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null && echo ok),,python3-venv)
 system-deps:
 	@if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then \

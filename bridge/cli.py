@@ -17,33 +17,19 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import SecretStr
 
 from bridge import __version__
-from bridge.config import (
-    SECRET_OPTIONS,
-    ConfigError,
-    Options,
-    Settings,
-    build_settings,
-    load_options,
-    require_stream_selector,
-)
-from bridge.archive.events import HealthPoints, MarkerFollower, Producer, encode_health
-from bridge.observe.health import HealthServer
-from bridge.sources.lsl import build_predicate
-from bridge.observe.logs import StatusReporter, setup_logging
+from bridge.archive.spool import QUARANTINE
+from bridge.config import SECRET_OPTIONS, ConfigError, Options, Settings, build_settings, load_options
+from bridge.observe.logs import setup_logging
 from bridge.observe.metrics import Metrics
-from bridge.pipeline import EXIT_BAD_INPUT, EXIT_OK, Pipeline
+from bridge.pipeline import EXIT_BAD_INPUT, EXIT_OK
+from bridge.rig import load_rig
 from bridge.sources.simulator import SimulatorSettings
-from bridge.sinks.base import Sink
-from bridge.sinks.grafana_live import GrafanaLiveSink
-from bridge.sinks.influxdb import InfluxSink, make_writer
-from bridge.sinks.view import PipelineStatus, ViewSink
-from bridge.archive.spool import QUARANTINE, Spool, SpoolInUse
+from bridge.supervisor import Bridge, archive_sink
 
 log = logging.getLogger("bridge")
 
@@ -89,6 +75,9 @@ def run_parser() -> argparse.ArgumentParser:
         epilog=_secrets_epilog(),
     )
     parser.add_argument("--version", action="version", version=f"eeg-bridge {__version__}")
+    parser.add_argument("--config", metavar="RIG.toml",
+                        help="a rig's settings: the same names as the environment at the top, one [streams.<key>] "
+                        "table per stream (the environment and flags override the top level)")
     _add_option_flags(parser)
     return parser
 
@@ -157,12 +146,8 @@ def simulate_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_settings(parser: argparse.ArgumentParser, argv: Sequence[str], *, stream_needed: bool) -> Settings:
-    args = parser.parse_args(argv)
-    options = load_options(os.environ, vars(args))
-    if stream_needed:
-        require_stream_selector(options)
-    return build_settings(options)
+def _parse_settings(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Settings:
+    return build_settings(load_options(os.environ, vars(parser.parse_args(argv))))
 
 
 def _install_signals(stop: threading.Event) -> None:
@@ -174,176 +159,22 @@ def _install_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _mint_grafana_token(settings: Settings) -> SecretStr | None:
-    """A fresh token of the bridge's own service account (role by push mode), or None (logged)."""
-    grafana = settings.grafana
-    if grafana is None or not (grafana.admin_user and grafana.admin_password):
-        return None
-    from bridge.sinks.grafana_token import GrafanaTokenError, obtain_push_token, push_role
-
-    try:
-        token = obtain_push_token(
-            grafana.url,
-            grafana.admin_user,
-            grafana.admin_password.get_secret_value(),
-            role=push_role(grafana.push),
-            bridge_id=grafana.stream_id,
-            seconds_to_live=grafana.token_ttl_sec,
-            verify=grafana.tls.context(),
-        )
-    except GrafanaTokenError as exc:
-        log.error("grafana: could not create a push token: %s", exc)
-        return None
-    log.info("grafana: using the bridge's own %s service-account token", push_role(grafana.push))
-    return SecretStr(token)
-
-
-def _grafana_sink(settings: Settings, metrics: Metrics) -> GrafanaLiveSink:
-    grafana = settings.grafana
-    assert grafana is not None
-    if grafana.token is not None:
-        return GrafanaLiveSink(grafana, metrics.sink("grafana"), token=grafana.token)
-    # A minted token expires (GRAFANA_MINTED_TOKEN_TTL_SEC): the sink asks for a new one on 401.
-    return GrafanaLiveSink(
-        grafana, metrics.sink("grafana"), token=_mint_grafana_token(settings),
-        renew=(lambda: _mint_grafana_token(settings)) if grafana.admin_user and grafana.admin_password else None,
-    )
-
-
-def _open_spool(settings: Settings, directory: Path, *, owner: str) -> Spool:
-    """Lock and open one spool, or say in one sentence why not."""
-    try:
-        return Spool(directory, settings.spool.max_bytes)
-    except SpoolInUse as busy:
-        if owner == "replay":
-            raise ConfigError(
-                f"SPOOL_DIR '{directory}' is in use by {busy.holder()}, which uploads it itself; "
-                "replay it after that process has stopped."
-            ) from None
-        raise ConfigError(
-            f"SPOOL_DIR '{directory}' is in use by {busy.holder()}: each bridge needs a spool of its own; "
-            "stop that process or set another SPOOL_DIR."
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"Cannot use SPOOL_DIR '{directory}': {exc.strerror or exc}.") from None
-
-
-def _influx_sink(settings: Settings, metrics: Metrics, directory: Path, *, owner: str = "run") -> InfluxSink:
-    spool = _open_spool(settings, directory, owner=owner)
-    writer = make_writer(settings.influxdb) if settings.influxdb.url else None
-    if writer is None:
-        log.warning("INFLUXDB_URL is empty: archiving to the spool at %s only", directory)
-    return InfluxSink(settings.influxdb, metrics, spool, writer=writer, owner=owner)
-
-
-def _status_line(pipeline: Pipeline, metrics: Metrics) -> StatusReporter:
-    last = {"frames": 0.0}
-
-    def render(elapsed: float) -> str:
-        frames = metrics.value("eeg_bridge_frames_computed_total")
-        rate = (frames - last["frames"]) / elapsed if elapsed > 0 else 0.0
-        last["frames"] = frames
-        description = pipeline.source.description
-        if pipeline.source.connected and description is not None:
-            stream = f"{description.name} {description.channel_count}ch@{description.srate:g}Hz"
-        else:
-            stream = f"stream lost {pipeline.source.seconds_since_last_sample:.0f}s ago" if description else "waiting for stream"
-        parts = [stream, f"{rate:.1f} frames/s"]
-        for sink in pipeline.sinks:
-            latency = metrics.value("eeg_bridge_sink_last_latency_seconds", sink=sink.name)
-            lat = f" lat {latency * 1000:.0f}ms" if latency else ""
-            parts.append(f"{sink.name} {sink.health.state} q{sink.queue_depth()}{lat}")
-        return " | ".join(parts)
-
-    return StatusReporter(render, pipeline.settings.observability.status_interval_sec)
-
-
-def _health_server(pipeline: Pipeline, metrics: Metrics) -> HealthServer | None:
-    obs = pipeline.settings.observability
-    if obs.metrics_port is None:
-        return None
-
-    def check() -> tuple[bool, dict]:
-        source = pipeline.source
-        stale = source.seconds_since_last_sample
-        stream_ok = source.connected and stale < pipeline.settings.lsl.stale_sec
-        sinks = {
-            sink.name: {
-                "state": sink.health.state,
-                "failing_for_sec": round(sink.health.failing_for(), 1),
-                "queue_depth": sink.queue_depth(),
-                "last_error": sink.health.last_error,
-            }
-            for sink in pipeline.sinks
-        }
-        failing = [name for name, s in sinks.items() if s["failing_for_sec"] > obs.health_sink_failing_sec]
-        stream = {"connected": source.connected, "seconds_since_last_sample": round(stale, 1)}
-        return stream_ok and not failing, {"stream": stream, "sinks": sinks}
-
-    try:
-        return HealthServer(obs.metrics_host, obs.metrics_port, metrics, check)
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot serve metrics on {obs.metrics_host}:{obs.metrics_port} ({exc.strerror}); choose another METRICS_PORT."
-        ) from None
-
-
-def _producers(settings: Settings, metrics: Metrics, archive: InfluxSink, stop: threading.Event,
-               stream_name: Callable[[], str], view: ViewSink | None = None) -> list[Producer]:
-    """Health points and markers, which reach the archive beside the spectra."""
-    producers: list[Producer] = []
-    influx = settings.influxdb
-    if influx.health_interval_sec > 0:
-        producers.append(HealthPoints(
-            influx.health_interval_sec,
-            lambda: encode_health(influx.health_measurement, stream_name(), metrics, time.time_ns()),
-            archive.offer_events,
-            stop,
-        ))
-    if settings.lsl.marker_name or settings.lsl.marker_type:
-        predicate = build_predicate(settings.lsl.marker_name, settings.lsl.marker_type)
-        producers.append(MarkerFollower(predicate, influx.marker_measurement, archive.offer_events, stop, metrics,
-                                        also=view.add_markers if view is not None else None))
-    return producers
-
-
 def cmd_run(argv: Sequence[str]) -> int:
-    settings = _parse_settings(run_parser(), argv, stream_needed=True)
+    args = vars(run_parser().parse_args(argv))
+    config = args.pop("config")
+    rig = load_rig(os.environ, args, Path(config) if config else None)
+    settings = rig.base
     setup_logging(settings.observability.log_level, settings.observability.log_format)
     if settings.influxdb.tls.insecure:
         log.warning("TLS_INSECURE is set: certificates are NOT verified; anyone on the path can read the tokens")
-    metrics = Metrics()
-    assert settings.spool.directory is not None  # a stream selector is required, so there is a default
-    _mention_unowned_segments(settings.spool.root, settings.spool.directory)
-    archive = _influx_sink(settings, metrics, settings.spool.directory)  # the spool's lock first
-    sinks: list[Sink] = []
-    if settings.grafana is not None:
-        sinks.append(_grafana_sink(settings, metrics))
-    sinks.append(archive)
-    view = ViewSink(settings.view, metrics.sink("view")) if settings.view is not None else None
-    if view is not None:
-        sinks.append(view)
-    pipeline = Pipeline(settings, metrics, sinks)
-    if view is not None:
-        view.status_source = PipelineStatus(pipeline, metrics)
-
-    def stream_name() -> str:
-        description = pipeline.source.description
-        return description.name if description else (settings.lsl.name or "unknown")
-
-    pipeline.producers = _producers(settings, metrics, archive, pipeline.stop, stream_name, view)
-    health = _health_server(pipeline, metrics)
-    _install_signals(pipeline.stop)
-    status = _status_line(pipeline, metrics)
-    status.start()
-    if health is not None:
-        health.start()
-    try:
-        code = pipeline.run()
-    finally:
-        status.stop()
-        if health is not None:
-            health.stop()
+    for spec in rig.streams:
+        assert spec.settings.spool.directory is not None
+        _mention_unowned_segments(spec.settings.spool.root, spec.settings.spool.directory)
+    bridge = Bridge.from_rig(rig)  # every spool's lock first
+    _install_signals(bridge.stop)
+    bridge.show_status()
+    bridge.start()
+    code = bridge.wait()
     log.info("stopped")
     return code
 
@@ -379,7 +210,7 @@ def find_spools(root: Path) -> list[Path]:
 def _replay_one(settings: Settings, directory: Path, stop: threading.Event) -> int:
     """Upload one spool; its exit-status bits."""
     metrics = Metrics()
-    sink = _influx_sink(settings, metrics, directory, owner="replay")
+    sink = archive_sink(settings, metrics, directory, owner="replay")
     log.info("replaying %d frames from %s", sink.spool.pending_frames, directory)
     sink.start()
     while sink.uploadable_frames() and not stop.is_set() and sink.health.state != "failed":
@@ -401,7 +232,7 @@ def _replay_one(settings: Settings, directory: Path, stop: threading.Event) -> i
 
 
 def cmd_replay(argv: Sequence[str]) -> int:
-    settings = _parse_settings(replay_parser(), argv, stream_needed=False)
+    settings = _parse_settings(replay_parser(), argv)
     setup_logging(settings.observability.log_level, settings.observability.log_format)
     if not settings.influxdb.url:
         raise ConfigError("Set INFLUXDB_URL: replay uploads the spool to that server.")
@@ -438,7 +269,7 @@ def cmd_import(argv: Sequence[str]) -> int:
     own = replace(settings, spool=replace(settings.spool, directory=directory))
     stop = threading.Event()
     _install_signals(stop)
-    return run_import([Path(p) for p in paths], settings, metrics, lambda: _influx_sink(own, metrics, directory, owner="import"), stop, zone,
+    return run_import([Path(p) for p in paths], settings, metrics, lambda: archive_sink(own, metrics, directory, owner="import"), stop, zone,
                       dry_run, sys.stdout)
 
 

@@ -73,6 +73,9 @@ class Options(BaseModel):
     lsl_stream_name: str | None = Field(None, alias="LSL_STREAM_NAME", description="LSL stream name to connect to.")
     lsl_stream_type: str | None = Field(None, alias="LSL_STREAM_TYPE", description="LSL stream type, e.g. EEG.")
     lsl_source_id: str | None = Field(None, alias="LSL_SOURCE_ID", description="LSL source_id (unique per device).")
+    lsl_streams: str | None = Field(None, alias="LSL_STREAMS", description="Several streams: comma-separated selectors, each kind:value joined by + (kinds name, type, source_id, host), e.g. name:EEG-P1,name:EEG-P2.")
+    lsl_discover: str | None = Field(None, alias="LSL_DISCOVER", description="Follow every stream matching this selector (e.g. type:EEG or type:EEG+host:lab-1), including ones that appear later.")
+    lsl_discover_interval_sec: float = Field(2.0, gt=0, alias="LSL_DISCOVER_INTERVAL_SEC", description="How often LSL_DISCOVER looks for new streams.")
     lsl_stale_sec: float = Field(3.0, gt=0, alias="LSL_STALE_SEC", description="Seconds without a sample before the stream counts as lost and is re-resolved.")
     lsl_buffer_sec: int = Field(30, ge=1, alias="LSL_BUFFER_SEC", description="Seconds of samples liblsl may buffer if the bridge stalls.")
     lsl_marker_stream_name: str | None = Field(None, alias="LSL_MARKER_STREAM_NAME", description="Also follow this LSL marker (string) stream; markers become InfluxDB events and Grafana annotations.")
@@ -101,7 +104,7 @@ class Options(BaseModel):
     # --- Grafana Live -----------------------------------------------------------------------
     grafana_url: str = Field("http://localhost:3000", alias="GRAFANA_URL", description="Grafana base URL; empty disables live push.")
     grafana_token: SecretStr | None = Field(None, alias="GRAFANA_TOKEN", description="Service-account token (Editor for HTTP push, Admin for WebSocket push).")
-    grafana_stream_id: str = Field("eeg", pattern=r"^[A-Za-z0-9_-]{1,64}$", alias="GRAFANA_STREAM_ID", description="Grafana Live stream id: channels are stream/<id>/<channel>.")
+    grafana_stream_id: str = Field("eeg", pattern=r"^[A-Za-z0-9_-]{1,64}$", alias="GRAFANA_STREAM_ID", description="Grafana Live stream id of one stream: channels are stream/<id>/<channel>. With several streams each stream's key is its id (see Several streams).")
     grafana_push: Literal["http", "ws"] = Field("http", alias="GRAFANA_PUSH", description="http: one POST per frame; ws: one WebSocket message per frame (needs Admin).")
     grafana_admin_user: str | None = Field(None, alias="GRAFANA_ADMIN_USER", description="With GRAFANA_ADMIN_PASSWORD and no token: create the bridge's own service-account token at start.")
     grafana_admin_password: SecretStr | None = Field(None, alias="GRAFANA_ADMIN_PASSWORD", description="Grafana admin password (see GRAFANA_ADMIN_USER).")
@@ -225,14 +228,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def require_stream_selector(options: Options) -> None:
-    """Only commands that read a stream need one; ``replay`` does not."""
-    if not (options.lsl_stream_name or options.lsl_stream_type or options.lsl_source_id):
-        raise ConfigError(
-            "Set at least one of LSL_STREAM_NAME, LSL_STREAM_TYPE or LSL_SOURCE_ID to choose the stream."
-        )
-
-
 def parse_frequencies(text: str) -> np.ndarray:
     """'1,2,4' or 'start:stop:step' (stop inclusive) -> strictly increasing frequency axis."""
     try:
@@ -262,6 +257,13 @@ class LslSettings:
     buffer_sec: int
     marker_name: str | None = None
     marker_type: str | None = None
+    hostname: str | None = None
+
+    def describe(self) -> str:
+        """The selector in LSL_STREAMS spelling (``name:EEG+host:lab-1``), for logs."""
+        parts = [f"{kind}:{value}" for kind, value in
+                 (("name", self.name), ("type", self.type), ("source_id", self.source_id), ("host", self.hostname)) if value]
+        return "+".join(parts) or "any stream"
 
 
 @dataclass(frozen=True)
@@ -272,23 +274,21 @@ class SpectrumSettings:
     precomputed_frequencies: np.ndarray | None
     precomputed_scale: Literal["db", "power"]
     derived: DerivedSettings = DerivedSettings()
-    #: Most frequency bins a frame may have (wide schema under INFLUXDB_MAX_COLUMNS); None: any.
-    max_bins: int | None = None
+    #: INFLUXDB_MAX_COLUMNS when the wide schema is limited by it; None: any number of bins.
+    max_columns: int | None = None
+    #: Columns of a wide table besides the bins (time, tags): one more when rows carry stream_id.
+    extra_columns: int = 3
 
     def bins_problem(self, bins: int) -> str | None:
         """The sentence refusing a layout of ``bins`` bins, or None when it fits."""
-        if self.max_bins is None or bins <= self.max_bins:
+        if self.max_columns is None or bins + self.extra_columns <= self.max_columns:
             return None
         return (
-            f"A wide layout of {bins} frequency bins needs {bins + WIDE_EXTRA_COLUMNS} columns per table, more than "
-            f"INFLUXDB_MAX_COLUMNS ({self.max_bins + WIDE_EXTRA_COLUMNS}, InfluxDB 3's default limit is 500): set "
+            f"A wide layout of {bins} frequency bins needs {bins + self.extra_columns} columns per table, more than "
+            f"INFLUXDB_MAX_COLUMNS ({self.max_columns}, InfluxDB 3's default limit is 500): set "
             "INFLUXDB_SCHEMA=long, or keep fewer bins with SPECTRUM_FMAX (or SPECTRUM_FMIN), or raise "
             "INFLUXDB_MAX_COLUMNS for a server without that limit."
         )
-
-
-#: Columns of a wide eeg_spectrum table besides the bins: time and the tags channel, stream_name.
-WIDE_EXTRA_COLUMNS = 3
 
 
 @dataclass(frozen=True)
@@ -310,6 +310,7 @@ class TlsSettings:
 class GrafanaSettings:
     url: str
     token: SecretStr | None
+    #: Grafana Live id: GRAFANA_STREAM_ID for one stream, each stream's key with several.
     stream_id: str
     push: Literal["http", "ws"]
     admin_user: str | None
@@ -420,16 +421,27 @@ def _is_set(name: str, value: Any) -> bool:
     return name in EMPTY_IS_A_VALUE or not isinstance(value, str) or bool(value.strip())
 
 
-def load_options(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Options:
-    """Merge env and CLI overrides (by env name) and validate; raise ConfigError on bad input."""
+def raw_options(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None,
+                base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options that are set, by env name: ``base`` (a config file), then env, then overrides."""
     known = {f.alias for f in Options.model_fields.values()}
-    raw: dict[str, Any] = {k: v for k, v in env.items() if k in known and _is_set(k, v)}
+    raw: dict[str, Any] = {k: v for k, v in (base or {}).items() if _is_set(k, v)}
+    raw.update({k: v for k, v in env.items() if k in known and _is_set(k, v)})
     raw.update(_read_secret_files(env))
     raw.update({k: v for k, v in (overrides or {}).items() if k in known and _is_set(k, v)})
+    return raw
+
+
+def validate_options(raw: Mapping[str, Any]) -> Options:
     try:
-        return Options.model_validate(raw)
+        return Options.model_validate(dict(raw))
     except ValidationError as exc:
         raise ConfigError(_sentence(exc)) from None
+
+
+def load_options(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Options:
+    """Merge env and CLI overrides (by env name) and validate; raise ConfigError on bad input."""
+    return validate_options(raw_options(env, overrides))
 
 
 def _check_resolvable(url: str, name: str) -> None:
@@ -525,8 +537,8 @@ def build_settings(options: Options, *, check_hosts: bool = True) -> Settings:
             ),
             precomputed_scale=options.precomputed_scale,
             derived=_derived_settings(options),
-            max_bins=(
-                options.influxdb_max_columns - WIDE_EXTRA_COLUMNS
+            max_columns=(
+                options.influxdb_max_columns
                 if options.influxdb_schema == "wide" and options.influxdb_max_columns > 0
                 else None
             ),

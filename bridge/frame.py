@@ -20,6 +20,21 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _MAX_NAME = 64
 
 
+def safe_name(raw: str, fallback: str) -> str:
+    """``raw`` in the characters Grafana Live, file names and Prometheus labels all accept."""
+    return _UNSAFE.sub("_", raw.strip()).strip("_")[:_MAX_NAME] or fallback
+
+
+def stream_key(name: str, source_id: str, hostname: str) -> str:
+    """The documented key of an LSL stream: its source_id, else ``<name>-<hostname>``, made safe.
+
+    Stable across restarts and discovery order, and different for two same-named streams of two
+    hosts (LabRecorder's users meet exactly those), so the archive, Live and the metrics never
+    merge them.
+    """
+    return safe_name(source_id or f"{name}-{hostname}", "stream")
+
+
 def channel_names(labels: Sequence[str | None]) -> tuple[str, ...]:
     """Turn raw LSL channel labels into names that are safe and distinct everywhere.
 
@@ -92,6 +107,9 @@ class FrameLayout:
     srate: float = 0.0
     #: Bands whose power frames carry (``SpectrumFrame.band_db``/``band_rel`` rows, in order).
     bands: tuple[Band, ...] = ()
+    #: The stream's key when the bridge keeps several streams apart (the archive's ``stream_id``
+    #: tag); empty for one classic stream and for tools, whose rows go by ``stream`` alone.
+    key: str = ""
 
     def __post_init__(self) -> None:
         freqs = np.array(self.frequencies, dtype=np.float64)
@@ -109,9 +127,24 @@ class FrameLayout:
         """True when frames of ``other`` can continue this layout's series unchanged."""
         return (
             self.stream == other.stream
+            and self.key == other.key
             and self.channels == other.channels
             and np.array_equal(self.frequencies, other.frequencies)
         )
+
+
+@dataclass(frozen=True)
+class Session:
+    """Who was measured doing what (BIDS entities), attached to every frame while it runs."""
+
+    participant: str | None = None
+    session: str | None = None
+    task: str | None = None
+    run: str | None = None
+    acquisition: str | None = None
+    modality: str | None = None
+    #: Unix time (ns) the session started.
+    started_ns: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,6 +170,8 @@ class SpectrumFrame:
     band_db: np.ndarray | None = field(default=None, repr=False)
     band_rel: np.ndarray | None = field(default=None, repr=False)
     quality: ChannelQuality | None = field(default=None, repr=False)
+    #: The session running when the frame was published (None between sessions).
+    session: Session | None = None
 
     def __post_init__(self) -> None:
         if self.power_db.shape != self.layout.shape:

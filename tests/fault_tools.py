@@ -33,7 +33,8 @@ class Ledger:
     at: float  # time.monotonic() when the answer arrived
 
     def value(self, name: str, **labels: str) -> float:
-        return self.samples.get((name, frozenset(labels.items())), 0.0)
+        """The sample of ``name`` with these labels, summed over the streams (one stream: its own)."""
+        return self.total(name, **labels)
 
     def total(self, name: str, **labels: str) -> float:
         """Sum over every sample of ``name`` whose labels include ``labels``."""

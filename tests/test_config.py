@@ -99,7 +99,7 @@ def test_missing_stream_selector(capsys: pytest.CaptureFixture[str], monkeypatch
     for name in ("LSL_STREAM_NAME", "LSL_STREAM_TYPE", "LSL_SOURCE_ID"):
         monkeypatch.delenv(name, raising=False)
     assert main([]) == 2
-    assert "Set at least one of LSL_STREAM_NAME" in capsys.readouterr().err
+    assert "Choose the stream with LSL_STREAM_NAME, LSL_STREAM_TYPE or LSL_SOURCE_ID" in capsys.readouterr().err
 
 
 def test_help_documents_every_option_with_its_default() -> None:

@@ -9,7 +9,6 @@ applied twice. The bridge runs as a real process on a real LSL outlet.
 from __future__ import annotations
 
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
 

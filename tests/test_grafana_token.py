@@ -379,14 +379,15 @@ def test_tls_ca_bundle_and_insecure_are_honoured(https_grafana) -> None:  # type
 @pytest.mark.parametrize(("push", "account_name"), [("http", "eeg-bridge-editor"), ("ws", "eeg-bridge-admin")])
 def test_bridge_start_mints_with_the_push_modes_role_and_ttl(grafana_live_factory: GrafanaLiveFactory, push: str,
                                                             account_name: str) -> None:
-    from bridge.cli import _mint_grafana_token
-    from bridge.config import build_settings, load_options
+    from bridge.rig import load_rig
+    from bridge.supervisor import GrafanaCredentials
 
     standin = grafana_live_factory()
     env = {"LSL_STREAM_NAME": "x", "GRAFANA_URL": standin.url, "GRAFANA_PUSH": push, "GRAFANA_STREAM_ID": "rig7",
            "GRAFANA_ADMIN_USER": ADMIN_USER, "GRAFANA_ADMIN_PASSWORD": ADMIN_PASSWORD,
            "GRAFANA_MINTED_TOKEN_TTL_SEC": "7200", "INFLUXDB_URL": ""}
-    token = _mint_grafana_token(build_settings(load_options(env), check_hosts=False))
+    rig = load_rig(env, {})
+    token = GrafanaCredentials(rig.base, rig.name).token
     assert token is not None
     (account,) = standin.service_accounts()
     (minted,) = account["token_list"]

@@ -13,12 +13,16 @@ from tests.bridge_process import free_port, wait_until
 from tests.fixtures_lsl import Player, make_outlet, unique
 
 
-def scrape(port: int) -> dict[str, float]:
+def scrape(port: int, stream: str) -> dict[str, float]:
+    """Every sample by name and labels; the per-stream series must carry ``stream=<stream>``
+    (the bridge's key for the stream), which is left out of the returned names."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            if sample.name.startswith(("eeg_bridge_samples_", "eeg_bridge_frames_", "eeg_bridge_stream_")):
+                assert sample.labels.get("stream") == stream, sample
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "stream")
             values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return values
 
@@ -42,7 +46,7 @@ def test_health_and_ledger_follow_the_stream(bridges, players: list[Player], tmp
     # thread, not the endpoint; unknown paths are 404, not a copy of /metrics.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
         stalled.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-        assert health(port)[0] == 503 and "eeg_bridge_samples_received_total" in scrape(port)
+        assert health(port)[0] == 503 and "eeg_bridge_samples_received_total" in scrape(port, name)
     assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=10).status_code == 404
 
     outlet = make_outlet(name, channels=3, rate=200.0)
@@ -51,8 +55,8 @@ def test_health_and_ledger_follow_the_stream(bridges, players: list[Player], tmp
     players.append(player)
     player.start()
     assert player.done.wait(60)
-    wait_until(lambda: scrape(port).get("eeg_bridge_samples_received_total") == 1000, 60)
-    ledger = scrape(port)
+    wait_until(lambda: scrape(port, name).get("eeg_bridge_samples_received_total") == 1000, 60)
+    ledger = scrape(port, name)
     assert ledger["eeg_bridge_frames_computed_total"] == (1000 - 100) // 50 + 1
     assert ledger["eeg_bridge_gaps_total"] == 0 and ledger["eeg_bridge_samples_missing_total"] == 0
     assert ledger["eeg_bridge_stream_connected"] == 1
@@ -62,5 +66,5 @@ def test_health_and_ledger_follow_the_stream(bridges, players: list[Player], tmp
     wait_until(lambda: health(port)[0] == 503, 60)
     status, body = health(port)
     assert body["ready"] is False
-    wait_until(lambda: scrape(port).get("eeg_bridge_stream_reconnects_total", 0) >= 1, 60)
+    wait_until(lambda: scrape(port, name).get("eeg_bridge_stream_reconnects_total", 0) >= 1, 60)
     assert process.terminate() == 0

@@ -14,7 +14,7 @@ from bridge.archive.spool import Destination, Spool
 from tests.bridge_process import BridgeProcess, free_port, wait_until
 from tests.fault_tools import FaultProxy, spooled_frames, try_scrape
 from tests.fixtures_lsl import Player, make_outlet, unique
-from tests.influxdb_server import InfluxDBServer, quote_ident
+from tests.influxdb_server import InfluxDBServer
 
 FS, NPERSEG, NOVERLAP, CHANNELS = 250.0, 64, 32, 2
 SAMPLES = 1600

@@ -77,8 +77,11 @@ def encode_markers(measurement: str, stream: str, markers: list[tuple[str, int]]
     return EventLines("".join(lines).encode("utf-8"), len(markers), "marker")
 
 
-def encode_health(measurement: str, stream: str, metrics: Metrics, time_ns: int) -> EventLines:
-    """One point with the whole loss ledger, so the dashboards can plot it next to the spectra."""
+def encode_health(measurement: str, stream: str, metrics: Metrics, time_ns: int, key: str = "") -> EventLines:
+    """One point with the whole loss ledger, so the dashboards can plot it next to the spectra.
+
+    ``key``: the stream's key where the bridge keeps several streams apart (as on its spectra).
+    """
     fields = {
         "samples_received": metrics.value("eeg_bridge_samples_received_total"),
         "samples_missing": metrics.value("eeg_bridge_samples_missing_total"),
@@ -96,7 +99,9 @@ def encode_health(measurement: str, stream: str, metrics: Metrics, time_ns: int)
         fields[f"{sink}_queue_depth"] = metrics.value("eeg_bridge_sink_queue_depth", sink=sink)
         fields[f"{sink}_latency_seconds"] = metrics.value("eeg_bridge_sink_last_latency_seconds", sink=sink)
     text = ",".join(f"{escape_key(k)}={float(v)!r}" for k, v in fields.items())
-    line = f"{escape_measurement(measurement)},stream_name={escape_key(stream)} {text} {time_ns}\n"
+    # stream_id: the stream's key, which keeps two same-named streams of two hosts apart.
+    tag = f",stream_id={escape_key(key)}" if key else ""
+    line = f"{escape_measurement(measurement)}{tag},stream_name={escape_key(stream)} {text} {time_ns}\n"
     return EventLines(line.encode(), 1, "health")
 
 

@@ -225,13 +225,19 @@ def _layout_parts(layout: FrameLayout, prefixes: Sequence[str], fields: Sequence
 
 
 def _channel_tags(layout: FrameLayout, tag_channel: bool, tag_stream: bool) -> list[list[tuple[str, str]]]:
-    """The tag set of each channel's lines (``channel``, ``stream_name``), escaped."""
-    stream = escape_key(layout.stream)
+    """The tag set of each channel's lines (``channel``, ``stream_id``, ``stream_name``), escaped.
+
+    ``stream_id`` (the stream's key in the bridge) keeps two same-named streams of two hosts apart;
+    a layout made without a key (tests, tools) has no such tag.
+    """
+    stream, key = escape_key(layout.stream), escape_key(layout.key)
     tag_sets: list[list[tuple[str, str]]] = []
     for channel in layout.channels:
         tags: list[tuple[str, str]] = []
         if tag_channel:
             tags.append(("channel", escape_key(channel)))
+        if tag_stream and key:
+            tags.append(("stream_id", key))
         if tag_stream and stream:  # an empty tag value is invalid: leave the tag out
             tags.append(("stream_name", stream))
         tag_sets.append(tags)

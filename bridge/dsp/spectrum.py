@@ -88,6 +88,7 @@ class StftEngine:
         max_chunk: int = 4096,
         derived: DerivedSettings | None = None,
         rails: tuple[float, float] | None = None,
+        key: str = "",
     ) -> None:
         """``derived``: band power / quality to attach (``BandOutsideAxis`` if a band does not fit
         the axis); ``rails``: the values a saturated channel sits at (quality's rail check)."""
@@ -121,6 +122,7 @@ class StftEngine:
             frequencies=freqs[self._crop],
             srate=self.srate,
             bands=self._derived.bands if self._derived is not None else (),
+            key=key,
         )
         n_ch = len(channels)
         self._capacity = 2 * n + max_chunk
@@ -254,6 +256,7 @@ class PrecomputedEngine:
         fmin: float | None = None,
         fmax: float | None = None,
         derived: DerivedSettings | None = None,
+        key: str = "",
     ) -> None:
         freqs = np.asarray(frequencies, dtype=np.float64)
         self._crop = _frequency_crop(freqs, fmin, fmax)
@@ -266,6 +269,7 @@ class PrecomputedEngine:
             frequencies=freqs[self._crop],
             srate=0.0,
             bands=self._derived.bands if self._derived is not None else (),
+            key=key,
         )
         self._counter = _FrameCounter()
 

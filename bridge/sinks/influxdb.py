@@ -392,7 +392,7 @@ class InfluxSink:
 
     def _events_lost(self, events: list[EventLines]) -> None:
         for item in events:
-            self.ledger.events_dropped.labels(item.kind).inc(item.points)
+            self.ledger.event_dropped(item.kind, item.points)
 
     def _update_spool_gauges(self) -> None:
         self.ledger.spool_bytes.set(self.spool.pending_bytes)

@@ -46,7 +46,7 @@ from bridge.sinks.base import Sink, SinkHealth
 
 if TYPE_CHECKING:
     from bridge.observe.metrics import Metrics
-    from bridge.pipeline import Pipeline
+    from bridge.supervisor import Bridge
 
 log = logging.getLogger(__name__)
 #: websockets logs every HTTP request and connection at INFO; a page load is not news.
@@ -335,44 +335,54 @@ class ViewSink:
                     self.metrics.succeeded(1, newest_ns)
 
 
-class PipelineStatus:
+class BridgeStatus:
     """The page's status bar: stream, rate, channels, frames/s and each sink's state from the ledger.
 
-    The same figures as the terminal status line, read from the same ledger, so they never disagree.
+    The same figures as the terminal status line, read from the same ledger, so they never
+    disagree. The page shows the bridge's first stream; ``streams`` lists every stream's key.
     """
 
-    def __init__(self, pipeline: Pipeline, metrics: Metrics) -> None:
-        self._pipeline = pipeline
-        self._metrics = metrics
-        self._last = (time.monotonic(), metrics.value("eeg_bridge_frames_computed_total"))
+    def __init__(self, bridge: Bridge) -> None:
+        self._bridge = bridge
+        self._last: tuple[float, float] | None = None
 
     def __call__(self) -> dict[str, Any]:
-        now, frames = time.monotonic(), self._metrics.value("eeg_bridge_frames_computed_total")
-        then, before = self._last
+        pipelines = list(self._bridge.pipelines.values())
+        if not pipelines:
+            return {"stream": None, "srate": None, "channel_count": None, "connected": False,
+                    "frames_per_sec": 0.0, "sinks": [], "streams": []}
+        pipeline = pipelines[0]
+        metrics = pipeline.metrics
+        now, frames = time.monotonic(), metrics.value("eeg_bridge_frames_computed_total")
+        then, before = self._last or (now, frames)
         self._last = (now, frames)
-        source = self._pipeline.source
+        source = pipeline.source
         description = source.description
+        sinks = pipeline.sinks + ([self._bridge.view] if self._bridge.view is not None else [])
         return {
             "stream": description.name if description else None,
             "srate": description.srate if description else None,
             "channel_count": description.channel_count if description else None,
             "connected": bool(source.connected),
             "frames_per_sec": round((frames - before) / (now - then), 2) if now > then else 0.0,
-            "sinks": sink_states(self._pipeline.sinks, self._metrics),
+            "sinks": sink_states(sinks, metrics, self._bridge.metrics),
+            "streams": [p.key for p in pipelines],
         }
 
 
-def sink_states(sinks: list[Sink], metrics: Metrics) -> list[dict[str, Any]]:
-    """Each sink's state from the ledger, for the page's status bar (same figures as the status line)."""
+def sink_states(sinks: list[Sink], metrics: Metrics, shared: Metrics) -> list[dict[str, Any]]:
+    """Each sink's state from the ledger, for the page's status bar (same figures as the status
+    line); the page server's own figures are the process's (``shared``), not one stream's."""
     states = []
     for sink in sinks:
-        latency = metrics.value("eeg_bridge_sink_last_latency_seconds", sink=sink.name)
+        metrics_of = shared if sink.name == "view" else metrics
+        latency = metrics_of.value("eeg_bridge_sink_last_latency_seconds", sink=sink.name)
         states.append({
             "name": sink.name,
             "state": sink.health.state,
             "queue": sink.queue_depth(),
             "latency_ms": round(latency * 1000, 1) if latency else None,
-            "sent": metrics.value("eeg_bridge_sink_frames_sent_total", sink=sink.name),
-            "dropped": metrics.dropped_total(sink.name),
+            "sent": metrics_of.value("eeg_bridge_sink_frames_sent_total", sink=sink.name),
+            "dropped": metrics_of.dropped_total(sink.name),
         })
     return states

@@ -88,10 +88,11 @@ def _xpath_literal(value: str) -> str:
     raise StreamRejected(f"stream selector {value!r} contains both quote characters; LSL cannot query it")
 
 
-def build_predicate(name: str | None, type_: str | None = None, source_id: str | None = None) -> str:
+def build_predicate(name: str | None, type_: str | None = None, source_id: str | None = None,
+                    hostname: str | None = None) -> str:
     parts = [
         f"{key}={_xpath_literal(value)}"
-        for key, value in (("name", name), ("type", type_), ("source_id", source_id))
+        for key, value in (("name", name), ("type", type_), ("source_id", source_id), ("hostname", hostname))
         if value
     ]
     return " and ".join(parts)
@@ -148,7 +149,7 @@ class LslSource:
         self.settings = settings
         self.require_regular_rate = require_regular_rate
         self.stop = stop
-        self.predicate = build_predicate(settings.name, settings.type, settings.source_id)
+        self.predicate = build_predicate(settings.name, settings.type, settings.source_id, settings.hostname)
         self._on_wait = on_wait or (lambda message: log.info("%s", message))
         self._inlet: pylsl.StreamInlet | None = None
         self._buffer: np.ndarray | None = None

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 from websockets.http11 import Request, Response
 
 from bridge.codecs.view import encode_frame, layout_message, markers_message
@@ -63,6 +64,11 @@ PAGE_SOCKET_BUFFER = 1 << 18
 #: A page must say hello (with the token, when one is set) this fast.
 HELLO_TIMEOUT_SEC = 10.0
 STATUS_INTERVAL_SEC = 1.0
+#: A page that does not answer the close handshake (a stalled or vanished browser) is dropped after
+#: this long; websockets' default of 10 s would hold up every stop behind one dead page.
+PAGE_CLOSE_TIMEOUT_SEC = 1.0
+#: How long a stop waits for the pages' handlers to return before cancelling them.
+SHUTDOWN_GRACE_SEC = 3.0
 WS_PATH = "/ws"
 _STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
            "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -151,7 +157,7 @@ class ViewSink:
         return await serve(
             self._handle, self.settings.host, self.settings.port,
             process_request=self._http, max_size=4096, write_limit=2**16,
-            logger=_ws_log, server_header=None,
+            logger=_ws_log, server_header=None, close_timeout=PAGE_CLOSE_TIMEOUT_SEC,
         )
 
     # ---- core-facing -----------------------------------------------------------------------
@@ -176,7 +182,10 @@ class ViewSink:
     def add_markers(self, markers: list[tuple[str, int]]) -> None:
         """LSL markers (text, Unix ns) from the marker follower; shown as lines on the spectrograms."""
         if not self._closed:
-            self._loop.call_soon_threadsafe(self._on_markers, [(t / 1e6, text) for text, t in markers])
+            try:
+                self._loop.call_soon_threadsafe(self._on_markers, [(t / 1e6, text) for text, t in markers])
+            except RuntimeError:  # the loop closed between the check and the call: the bridge is stopping
+                pass
 
     def queue_depth(self) -> int:
         return len(self._inbox) + sum(len(page.frames) for page in list(self._pages))
@@ -186,24 +195,58 @@ class ViewSink:
         with self._lock:
             self._closed = True
         if self._thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
             try:
-                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(max(timeout, 5.0))
+                # _shutdown bounds itself (SHUTDOWN_GRACE_SEC, then cancels); the margin is for a loop
+                # thread that is itself stuck, which must not hold the bridge's exit.
+                future.result(max(timeout, SHUTDOWN_GRACE_SEC + 2.0))
             except (TimeoutError, RuntimeError):
+                future.cancel()
                 log.warning("view: the page server did not stop in time")
         self._stop_loop()
 
     def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        """Stop the loop thread, then finish (cancel) whatever task is left, on this thread.
+
+        A task left pending on a stopped loop is destroyed later by the garbage collector, which is
+        what logged "Task was destroyed but it is pending!" and "no running event loop" at exit.
+        """
+        try:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        except RuntimeError:  # already closed
+            return
         self._thread.join(5.0)
+        if self._thread.is_alive() or self._loop.is_closed():
+            return
+        left = asyncio.all_tasks(self._loop)
+        for task in left:
+            task.cancel()
+        if left:
+            self._loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
 
     async def _shutdown(self) -> None:
+        """Close every page and the server, bounded: a page's handler that does not return in time
+        (a vanished browser) is cancelled, so a stop never waits on a client."""
         if self._status_task is not None:
             self._status_task.cancel()
-        self._server.close()
-        await self._server.wait_closed()
+        self._server.close(close_connections=True)
+        for page in list(self._pages):
+            page.wake.set()  # a handler idle in _feed sees the closed connection and returns
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_GRACE_SEC)
+        except TimeoutError:
+            log.info("view: %d page(s) did not close in %.0f s; dropped", len(self._pages), SHUTDOWN_GRACE_SEC)
         self.metrics.drop("stale", len(self._inbox) + sum(len(page.frames) for page in self._pages))
         self._inbox.clear()
         self.metrics.queue_depth.set(0)
+        me = asyncio.current_task()
+        left = [task for task in asyncio.all_tasks() if task is not me]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
 
     # ---- loop thread: fan-out ------------------------------------------------------------------
     def _take_inbox(self) -> None:
@@ -304,6 +347,10 @@ class ViewSink:
         history = [message for _, message in self._history]
         markers = list(self._markers)
         self._pages.add(page)
+        # A page closed by its browser while no frame flows (the stream ended, or before it came)
+        # would leave its handler waiting on page.wake for ever and hold up the server's close.
+        closed = asyncio.ensure_future(connection.wait_closed())
+        closed.add_done_callback(lambda _: page.wake.set())
         try:
             if self._layout_text is not None:
                 await connection.send(self._layout_text)
@@ -316,6 +363,7 @@ class ViewSink:
         except ConnectionClosed:
             pass
         finally:
+            closed.cancel()
             self._pages.discard(page)
             self.metrics.drop("stale", len(page.frames))
 
@@ -323,6 +371,8 @@ class ViewSink:
         while True:
             await page.wake.wait()
             page.wake.clear()
+            if page.connection.state is State.CLOSED or page.connection.state is State.CLOSING:
+                return
             while page.control or page.status is not None or page.frames:
                 if page.control:
                     await page.connection.send(page.control.popleft())

@@ -15,6 +15,7 @@
   const $ = (id) => document.getElementById(id);
   const state = {
     layout: null, frames: [], markers: [], views: new Map(), selected: [], paused: false,
+    socketOpen: false, stream: null, streamSeen: false,
     dt: null, columns: 0, range: [0, 1], historyDone: false, ws: null, retry: 1000, authFailed: false,
     received: 0,
   };
@@ -443,7 +444,11 @@
       span.dataset.sink = sink.name;
       box.append(span);
     }
-    if (!s.connected) $("conn").textContent = "stream lost";
+    // The header follows the stream both ways: a status saying connected after one that did not
+    // (a page opened before the stream was found, or a reconnection) must bring "live" back.
+    if (s.connected) state.streamSeen = true;
+    state.stream = s.connected ? "up" : state.streamSeen ? "lost" : "waiting";
+    showConn();
   }
 
   // ---- connection ---------------------------------------------------------------------------------------
@@ -462,7 +467,7 @@
       const msg = JSON.parse(event.data);
       if (msg.type === "auth") {
         if (!msg.ok) { state.authFailed = true; askToken(Boolean(sessionStorage.getItem("eeg-bridge-token"))); }
-        else { state.retry = 1000; setConn(state.paused ? "paused" : "live"); }
+        else { state.retry = 1000; state.socketOpen = true; showConn(); }
       } else if (msg.type === "layout") setLayout(msg);
       else if (msg.type === "markers") addMarkers(msg.items);
       else if (msg.type === "status") showStatus(msg);
@@ -473,11 +478,21 @@
       }
     };
     ws.onclose = () => {
+      state.socketOpen = false;
       if (state.authFailed) return;
       setConn("reconnecting");
       setTimeout(connect, state.retry);
       state.retry = Math.min(10000, state.retry * 2);
     };
+  }
+
+  /** One place decides the header's word from the socket, the stream (as the last status said) and
+   *  the pause button, so no path can leave a stale word behind. */
+  function showConn() {
+    if (!state.socketOpen) return;  // "connecting" / "reconnecting" stay until the socket is back
+    if (state.stream === "lost") setConn("stream lost");
+    else if (state.stream === "waiting") setConn("waiting for stream");
+    else setConn(state.paused ? "paused" : "live");
   }
 
   function setConn(text) {
@@ -504,7 +519,7 @@
   $("pause").addEventListener("click", () => {
     state.paused = !state.paused;
     $("pause").textContent = state.paused ? "Resume" : "Pause";
-    setConn(state.paused ? "paused" : "live");
+    showConn();
     if (!state.paused) rebuildAll();
   });
   $("auto").addEventListener("change", () => {

@@ -165,8 +165,20 @@ def test_selecting_every_channel_of_256_passes_the_client_limit() -> None:
     board["templating"]["list"] = [variable if v["name"] == "channel" else v for v in board["templating"]["list"]]
     view = render_dashboard(board, query_variable=_influxdb_down)
     refused = [p for p in view.live_panels() if not p.shows_data]
-    assert len(refused) == 6 + 256 - CLIENT_CHANNEL_LIMIT
-    assert grafana_layout.max_detail_channels() == CLIENT_CHANNEL_LIMIT - 6
+    # the page's own dashboardWatcher subscription (grafana/dashboard/uid/<uid>) takes one of the 128
+    assert len(refused) == 6 + 256 - (CLIENT_CHANNEL_LIMIT - 1)
+    assert grafana_layout.max_detail_channels() == 121
+
+
+def test_the_largest_allowed_detail_selection_shows_every_panel() -> None:
+    """max_detail_channels() detail spectrograms, the overview and the dashboard watcher fit in 128."""
+    board = _live_board()
+    limit = grafana_layout.max_detail_channels()
+    variable = grafana_layout.channel_variable(list(CHANNELS), selected=limit)
+    board["templating"]["list"] = [variable if v["name"] == "channel" else v for v in board["templating"]["list"]]
+    view = render_dashboard(board, query_variable=_influxdb_down)
+    assert [p.title for p in view.live_panels() if not p.shows_data] == []
+    assert len(view.subscriptions()) == 6 + 121
 
 
 def test_a_dropped_frame_keeps_every_cell_one_frame_wide(grafana_live: GrafanaLiveStandIn) -> None:  # noqa: F811

@@ -51,9 +51,18 @@ def overview_subscriptions(bands: Sequence[str] = DEFAULT_BANDS) -> int:
     return len(bands) + 1
 
 
+#: Subscriptions the dashboard page holds itself: dashboardWatcher.ts
+#: (public/app/features/live/dashboard/) subscribes to grafana/dashboard/uid/<uid> to learn of saves.
+DASHBOARD_PAGE_SUBSCRIPTIONS = 1
+
+
 def max_detail_channels(bands: Sequence[str] = DEFAULT_BANDS) -> int:
-    """Detail spectrograms one browser can show before Centrifuge refuses subscriptions."""
-    return CLIENT_CHANNEL_LIMIT - overview_subscriptions(bands)
+    """Detail spectrograms one browser can show before Centrifuge refuses subscriptions.
+
+    128 per client, less the overview's band and quality channels, less the page's own
+    dashboard-watcher subscription: 121 with the default five bands.
+    """
+    return CLIENT_CHANNEL_LIMIT - overview_subscriptions(bands) - DASHBOARD_PAGE_SUBSCRIPTIONS
 
 
 def channel_variable(channels: Sequence[str], selected: int = DETAIL_CHANNELS_DEFAULT) -> dict[str, Any]:
@@ -76,6 +85,7 @@ def channel_variable(channels: Sequence[str], selected: int = DETAIL_CHANNELS_DE
         "hide": 0,
         "description": (
             f"Kept current by eeg-bridge. Each selected channel is one Grafana Live subscription; one browser "
-            f"may hold {CLIENT_CHANNEL_LIMIT}, the overview uses {overview_subscriptions()}."
+            f"may hold {CLIENT_CHANNEL_LIMIT}, the overview uses {overview_subscriptions()} and the page itself "
+            f"{DASHBOARD_PAGE_SUBSCRIPTIONS}."
         ),
     }

@@ -394,3 +394,11 @@ def test_an_editor_who_may_not_create_in_the_root_folder_still_syncs(grafana_liv
     assert _sync(standin, ["Fz"]) == 1
     assert standin.status_counts()[403] == 0
     assert _detail_options(standin.dashboard("eeg-live-spectrogram-eeg")) == ["Fz"]
+
+
+def test_scaling_doc_states_grafanas_live_limits() -> None:
+    """docs/scaling.md gives the detail limit the code enforces and Grafana's per-instance connection cap."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "scaling.md").read_text(encoding="utf-8")
+    assert f"{grafana_layout.max_detail_channels()} at most" in text
+    assert "`[live] max_connections` (default **100**" in text
+    assert "122" not in text

@@ -402,3 +402,23 @@ def test_scaling_doc_states_grafanas_live_limits() -> None:
     assert f"{grafana_layout.max_detail_channels()} at most" in text
     assert "`[live] max_connections` (default **100**" in text
     assert "122" not in text
+
+
+def test_the_home_page_leads_to_the_dashboard_the_bridge_keeps_current(grafana_live_factory) -> None:  # noqa: F811
+    """GetHomeDashboard (pkg/api/dashboard.go) serves default_home_dashboard_path from disk, never what
+    the API saved: the compose stack's home page is the provisioned file, so that file must link to the
+    bridge's own copy, and the copy must list the stream's channels."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    home = compose["services"]["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    standin = grafana_live_factory(home_dashboard_path=str(ROOT / "dashboards" / Path(home).name))
+    standin.provision_dashboard(_live_board(), allow_ui_updates=_allow_ui_updates(), folder_uid=EEG_FOLDER)
+    _sync(standin, ["Fz", "Cz"])
+    page = httpx.get(f"{standin.url}/api/dashboards/home", headers={"Authorization": f"Bearer {EDITOR_TOKEN}"},
+                     timeout=10).json()["dashboard"]
+    assert "Fz" not in json.dumps(page["templating"])  # the file, as Grafana serves it
+    (stream,) = [v["current"]["value"] for v in page["templating"]["list"] if v["name"] == "live_stream"]
+    urls = [link["url"].replace("${live_stream}", stream) for link in page["links"] if link["type"] == "link"]
+    assert urls == ["/d/eeg-live-spectrogram-eeg"]
+    owned = standin.dashboard("eeg-live-spectrogram-eeg")
+    assert _detail_options(owned) == ["Fz", "Cz"]
+    assert [link["type"] for link in (owned or {})["links"]] == ["dashboards"]  # no link to itself

@@ -18,7 +18,6 @@ A failure is logged once and never stops the live push.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import ssl
 from collections.abc import Sequence
@@ -68,12 +67,7 @@ def updated_live_dashboard(board: dict[str, Any], stream_id: str, channels: Sequ
     return board
 
 
-def owned_dashboard_uid(stream_id: str) -> str:
-    """The uid of the live dashboard the bridge of ``stream_id`` owns (Grafana allows 40 characters)."""
-    uid = f"{layout.LIVE_DASHBOARD_UID}-{stream_id}"
-    if len(uid) <= 40:
-        return uid
-    return f"{layout.LIVE_DASHBOARD_UID}-{hashlib.sha256(stream_id.encode()).hexdigest()[:18]}"
+owned_dashboard_uid = layout.owned_dashboard_uid
 
 
 def owned_live_dashboard(template: dict[str, Any], current: dict[str, Any] | None, stream_id: str,
@@ -88,6 +82,8 @@ def owned_live_dashboard(template: dict[str, Any], current: dict[str, Any] | Non
     board["title"] = f"{template.get('title', 'EEG live spectrogram')} - {stream_id}"
     tags = [t for t in board.get("tags", []) if t != "provisioned"]
     board["tags"] = sorted({*tags, "eeg-bridge"})
+    # The template's link to this very copy (for the home page, which shows the template).
+    board["links"] = [link for link in board.get("links", []) if link.get("title") != layout.OWNED_DASHBOARD_LINK_TITLE]
     if current is not None:
         chosen = next((v for v in current.get("templating", {}).get("list", [])
                        if v.get("name") == layout.CHANNEL_VARIABLE), None)

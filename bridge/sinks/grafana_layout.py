@@ -12,6 +12,7 @@ Grafana's API (``bridge/sinks/grafana_dashboard.py``). Numbers follow Grafana's 
   points must hold the window at the frame rate, :func:`live_buffer_rows`.
 """
 
+import hashlib
 import math
 from typing import Any, Sequence
 
@@ -38,6 +39,39 @@ PROVISIONED_FRAME_RATE_HZ = 1000 / 32
 FILL_DB = -1e9
 #: The quality state pushed in place of a missing frame (no value mapping: drawn empty).
 FILL_STATE = -1
+
+
+#: Title of the provisioned live dashboard's link to the bridge's own copy (GetHomeDashboard serves
+#: the provisioned file as the home page, so the home page must lead to the copy).
+OWNED_DASHBOARD_LINK_TITLE = "Live dashboard of this stream (kept current by eeg-bridge)"
+
+
+def owned_dashboard_uid(stream_id: str) -> str:
+    """Uid of the live dashboard the bridge of ``stream_id`` owns and saves (Grafana allows 40 characters).
+
+    Stream ids up to 19 characters give ``eeg-live-spectrogram-<stream id>``, which the provisioned
+    dashboard's link names; longer ones a hash (the link then misses, the EEG dropdown still lists it).
+    """
+    uid = f"{LIVE_DASHBOARD_UID}-{stream_id}"
+    if len(uid) <= 40:
+        return uid
+    return f"{LIVE_DASHBOARD_UID}-{hashlib.sha256(stream_id.encode()).hexdigest()[:18]}"
+
+
+def owned_dashboard_link() -> dict[str, Any]:
+    """The provisioned live dashboard's link to the bridge's copy for the stream id in its box."""
+    return {
+        "title": OWNED_DASHBOARD_LINK_TITLE,
+        "type": "link",
+        "url": f"/d/{LIVE_DASHBOARD_UID}-${{{STREAM_ID_VARIABLE}}}",
+        "icon": "dashboard",
+        "tooltip": "The copy of this dashboard that eeg-bridge keeps current with the stream's channels",
+        "asDropdown": False,
+        "includeVars": False,
+        "keepTime": True,
+        "targetBlank": False,
+        "tags": [],
+    }
 
 
 def live_buffer_rows(frame_rate_hz: float, window_sec: float = LIVE_WINDOW_SEC) -> int:

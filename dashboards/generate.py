@@ -367,7 +367,8 @@ def stream_and_channel_variables(datasource: Json, language: str, refresh: int) 
 
 
 def dashboard(uid: str, title: str, *, description: str, panels: list[Json], variables: list[Json],
-              time_from: str, live_now: bool, annotations: list[Json], refresh: str = "") -> Json:
+              time_from: str, live_now: bool, annotations: list[Json], refresh: str = "",
+              links: tuple[Json, ...] = ()) -> Json:
     return {
         "uid": uid,
         "title": title,
@@ -410,7 +411,8 @@ def dashboard(uid: str, title: str, *, description: str, panels: list[Json], var
                 "icon": "external link",
                 "tooltip": "",
                 "url": "",
-            }
+            },
+            *links,
         ],
         "templating": {"list": variables},
         "panels": panels,
@@ -543,6 +545,8 @@ def live_dashboard() -> Json:
         live_now=True,
         annotations=[marker_annotation("influxql")],
         refresh=LIVE_REFRESH,
+        # GetHomeDashboard serves this file as the home page; the bridge saves its copy, linked here.
+        links=(layout.owned_dashboard_link(),),
     )
 
 

@@ -423,6 +423,9 @@ class RequestRecord:
     body: bytes
     status: int | None
     error: str | None
+    #: Who Grafana took the caller for ("anonymous" when a failed credential fell through to the
+    #: anonymous client); None when the request was refused before authentication.
+    identity: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -577,6 +580,9 @@ class _StoredDashboard:
     version: int
     provisioned: bool
     allow_ui_updates: bool
+    #: Grafana (pkg/api/dashboard.go postDashboard -> dashboard_service.go GetDashboardModel): the
+    #: folder comes from the save command's folderUid, "" being the root folder.
+    folder_uid: str = ""
 
 
 def _iso(seconds: float) -> str:
@@ -659,8 +665,12 @@ def render_dashboard(
     RowRepeaterBehavior.ts, emptyVariablePlaceholderOption), so its Live panel asks for an invalid
     channel and stays empty. A multi-value variable's current "$__all" selects every option. Live
     panels subscribe in panel order; Centrifuge refuses every channel past `channel_limit` distinct
-    ones.
+    ones. The dashboard page itself holds one of them before any panel:
+    public/app/features/live/dashboard/dashboardWatcher.ts subscribes to
+    grafana/dashboard/uid/<uid> to learn of saves, so panels get `channel_limit - 1`.
     """
+    if board.get("uid"):
+        channel_limit -= 1  # the dashboardWatcher's grafana/dashboard/uid/<uid>
     resolved: dict[str, tuple[str, ...]] = {}
     templating = board.get("templating", {})
     for variable in templating.get("list", []):  # type: ignore[union-attr]
@@ -761,6 +771,7 @@ class _Reply:
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
     error: str | None = None
+    identity: str | None = None
 
 
 def _json_reply(status: int, payload: Mapping[str, object], error: str) -> _Reply:
@@ -896,6 +907,14 @@ class GrafanaLiveStandIn:
     browser_max_delta_ms: the browser buffer's time span (the dashboard's range ending at now).
     sa_search_rendezvous: hold service-account searches until this many have arrived, so that
     bridges starting together all miss the account and race to create it (0: no hold).
+    anonymous_enabled: [auth.anonymous] enabled (org role Viewer). Grafana
+    (pkg/services/authn/authnimpl/service.go): a request whose credential fails, or that has none,
+    falls through to the anonymous client and becomes an anonymous Viewer; reqSignedIn
+    (pkg/middleware/auth.go) lets it pass while anonymous access is on, ReqOrgAdmin refuses it 403.
+    editors_may_create_in_root: False plays an organisation where Editors lack dashboards:create
+    on the root folder: a save without folderUid is then 403.
+    home_dashboard_path: [dashboards] default_home_dashboard_path; GET /api/dashboards/home reads
+    it from disk on every call (pkg/api/dashboard.go GetHomeDashboard), never from the database.
     history_limit: how many requests, messages, frames per channel and mismatches are kept.
     """
 
@@ -912,6 +931,9 @@ class GrafanaLiveStandIn:
         browser_max_rows: int = 1000,
         browser_max_delta_ms: float = math.inf,
         sa_search_rendezvous: int = 0,
+        anonymous_enabled: bool = False,
+        editors_may_create_in_root: bool = True,
+        home_dashboard_path: str | None = None,
         history_limit: int = 10_000,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -928,6 +950,13 @@ class GrafanaLiveStandIn:
         self._sa_rendezvous_size = sa_search_rendezvous
         self._sa_rendezvous_arrived = 0
         self._sa_rendezvous_open: asyncio.Event | None = None
+        self._anonymous = anonymous_enabled
+        self._editors_in_root = editors_may_create_in_root
+        self._home_path = home_dashboard_path
+        #: uid -> (file JSON, provider folder uid) of every dashboard the file provisioner loaded.
+        self._provisioned_files: dict[str, tuple[dict[str, object], str]] = {}
+        #: uid -> messages published on grafana/dashboard/uid/<uid> (one per save).
+        self._dashboard_events: collections.Counter[str] = collections.Counter()
         # Service accounts and dashboards (guarded by _cond like the rest).
         self._accounts: dict[int, _ServiceAccount] = {}
         self._account_ids = itertools.count(1)
@@ -1236,12 +1265,14 @@ class GrafanaLiveStandIn:
         self, writer: asyncio.StreamWriter, request: _HttpRequest, reply: _Reply, *, close: bool = False
     ) -> bool:
         """Record, then answer (so a client holding the answer finds the record); True to keep alive."""
-        self._record(request, reply.status, reply.error)
+        self._record(request, reply.status, reply.error, reply.identity)
         keep_alive = request.keep_alive and not close
         writer.write(_http_response(reply, close=not keep_alive))
         return keep_alive
 
-    def _record(self, request: _HttpRequest, status: int | None, error: str | None) -> None:
+    def _record(
+        self, request: _HttpRequest, status: int | None, error: str | None, identity: str | None = None
+    ) -> None:
         if error is not None:
             log.info("push refused (%s): %s %s", status, request.method, error)
         record = RequestRecord(
@@ -1252,6 +1283,7 @@ class GrafanaLiveStandIn:
             request.body,
             status,
             error,
+            identity,
         )
         with self._cond:
             self._requests.append(record)
@@ -1260,14 +1292,64 @@ class GrafanaLiveStandIn:
 
     # -- service accounts and dashboards ---------------------------------------------------------
 
-    def provision_dashboard(self, board: Mapping[str, object], *, allow_ui_updates: bool) -> None:
-        """Load a dashboard as the file provisioner does (provisioning/dashboards/*.yaml)."""
+    def provision_dashboard(
+        self, board: Mapping[str, object], *, allow_ui_updates: bool, folder_uid: str = ""
+    ) -> None:
+        """Load a dashboard as the file provisioner does (provisioning/dashboards/*.yaml).
+
+        `folder_uid` is the provider's `folder` (its uid); run_provisioner replays the file later.
+        """
         with self._cond:
             uid = str(board["uid"])
+            copy = json.loads(json.dumps(board))
             self._dashboards[uid] = _StoredDashboard(
-                next(self._dashboard_ids), json.loads(json.dumps(board)), 1, True, allow_ui_updates
+                next(self._dashboard_ids), copy, 1, True, allow_ui_updates, folder_uid
             )
+            self._provisioned_files[uid] = (json.loads(json.dumps(board)), folder_uid)
             self._changed()
+
+    def _store(self, stored: _StoredDashboard, board: dict[str, object], folder_uid: str) -> None:
+        """One dashboard save: a new version, and one message on grafana/dashboard/uid/<uid>.
+
+        Grafana (pkg/api/dashboard.go postDashboard): after every successful save the live service
+        publishes on grafana/dashboard/uid/<uid>; the frontend's dashboardWatcher.ts
+        (public/app/features/live/dashboard/) then reloads every viewer's page (or shows the
+        "dashboard changed" modal to someone editing it). Guarded by _cond.
+        """
+        stored.board, stored.version, stored.folder_uid = board, stored.version + 1, folder_uid
+        self._dashboard_events[str(board.get("uid", ""))] += 1
+
+    def dashboard_reloads(self, uid: str) -> int:
+        """Messages published on grafana/dashboard/uid/<uid>: page reloads every open viewer got."""
+        with self._cond:
+            return self._dashboard_events[uid]
+
+    def dashboard_folder(self, uid: str) -> str | None:
+        """The folder uid a dashboard is in ("" the root folder), None when there is none."""
+        with self._cond:
+            stored = self._dashboards.get(uid)
+            return None if stored is None else stored.folder_uid
+
+    def run_provisioner(self) -> list[str]:
+        """One pass of the file provisioner (every updateIntervalSeconds); the uids it re-saved.
+
+        Grafana (pkg/services/provisioning/dashboards/file_reader.go saveDashboard): a file whose
+        checksum is unchanged is skipped, except by the "fix empty folder_uid from already
+        provisioned dashboards" step: when the provider has a folder and the dashboard of the
+        file's uid sits in the root folder, the file's version is saved again into the provider's
+        folder, replacing whatever was saved through the API.
+        """
+        resaved = []
+        with self._cond:
+            for uid, (board, folder_uid) in self._provisioned_files.items():
+                stored = self._dashboards.get(uid)
+                if stored is None or not folder_uid or stored.folder_uid:
+                    continue
+                stored.provisioned = True
+                self._store(stored, json.loads(json.dumps(board)), folder_uid)
+                resaved.append(uid)
+            self._changed()
+        return resaved
 
     def dashboard(self, uid: str) -> dict[str, object] | None:
         with self._cond:
@@ -1385,13 +1467,23 @@ class GrafanaLiveStandIn:
         return _json_reply(404, {"message": "Not found"}, "no route")
 
     def _dashboard_route(self, method: str, path: str, body: dict[str, object], identity: _Identity) -> _Reply:
+        if path == "/api/dashboards/home" and method == "GET":
+            # Grafana (pkg/api/dashboard.go GetHomeDashboard): without a home dashboard in the
+            # preferences, default_home_dashboard_path is read from disk on each call and
+            # returned as is; what the API saved under the same uid is never consulted.
+            if self._home_path is None:
+                return _json_reply(404, {"message": "Dashboard not found"}, "no home")
+            with open(self._home_path, encoding="utf-8") as file:
+                board = json.load(file)
+            return _json_reply(200, {"dashboard": board, "meta": {"isHome": True, "canSave": False}}, "")
         match = re.fullmatch(r"/api/dashboards/uid/([^/]+)", path)
         if match and method == "GET":
             stored = self._dashboards.get(match[1])
             if stored is None:
                 return _json_reply(404, {"message": "Dashboard not found"}, "no dashboard")
             board = {**stored.board, "id": stored.id, "version": stored.version}
-            meta = {"provisioned": stored.provisioned, "canSave": _ROLE_RANK[identity.role] >= 1, "folderUid": ""}
+            meta = {"provisioned": stored.provisioned, "canSave": _ROLE_RANK[identity.role] >= 1,
+                    "folderUid": stored.folder_uid}
             return _json_reply(200, {"dashboard": board, "meta": meta}, "")
         if path == "/api/dashboards/db" and method == "POST":
             if _ROLE_RANK[identity.role] < _ROLE_RANK["Editor"]:
@@ -1406,11 +1498,18 @@ class GrafanaLiveStandIn:
             if stored is not None and not body.get("overwrite") and board.get("version") != stored.version:
                 return _json_reply(412, {"status": "version-mismatch",
                                          "message": "The dashboard has been changed by someone else"}, "version")
+            folder_uid = str(body.get("folderUid") or "")
+            if not folder_uid and identity.role != "Admin" and not self._editors_in_root:
+                # Grafana (dashboard_service.go, save permission check): creating in the root
+                # folder needs dashboards:create on folders:uid:general.
+                return _json_reply(403, {"message": "Access denied to save dashboard"}, "no root create")
             if stored is None:
                 stored = _StoredDashboard(next(self._dashboard_ids), {}, 0, False, True)
                 self._dashboards[str(board["uid"])] = stored
             clean = {k: v for k, v in board.items() if k not in ("id", "version")}
-            stored.board, stored.version = clean, stored.version + 1
+            # Grafana (dashboard_service.go GetDashboardModel): FolderUID is the command's, so a
+            # save without folderUid moves a dashboard to the root folder.
+            self._store(stored, clean, folder_uid)
             return _json_reply(200, {"id": stored.id, "uid": board["uid"], "status": "success",
                                      "version": stored.version, "url": f"/d/{board['uid']}"}, "")
         return _json_reply(404, {"message": "Not found"}, "no route")
@@ -1418,6 +1517,15 @@ class GrafanaLiveStandIn:
     # -- authentication ----------------------------------------------------------------------------
 
     def _authenticate(self, headers: Mapping[str, str]) -> _Identity | _Reply:
+        identity = self._authenticate_credential(headers)
+        if isinstance(identity, _Reply) and self._anonymous:
+            # Grafana (pkg/services/authn/authnimpl/service.go): when every client that tried the
+            # request failed, the anonymous client (enabled by [auth.anonymous]) still gets it; the
+            # failed token or password is logged, not answered. The caller is an anonymous Viewer.
+            return _Identity("anonymous", "Viewer")
+        return identity
+
+    def _authenticate_credential(self, headers: Mapping[str, str]) -> _Identity | _Reply:
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             return self._token_identity(credentials.strip())
@@ -1482,7 +1590,7 @@ class GrafanaLiveStandIn:
         except LineProtocolError as exc:
             return _Reply(500, error=str(exc))
         self._publish(stream_id, points, frame_format)  # type: ignore[arg-type]
-        return _Reply(200)
+        return _Reply(200, identity=identity.name)
 
     def _publish(self, stream_id: str, points: list[Point], frame_format: FrameFormat) -> None:
         converted = points_to_frames(points, frame_format)
@@ -1523,6 +1631,8 @@ class GrafanaLiveStandIn:
             self._respond(writer, request, identity, close=True)
             return
         if identity.role != "Admin":
+            # Grafana (pkg/services/live/live.go): the push WebSocket route is behind ReqOrgAdmin
+            # (pkg/middleware/auth.go), which answers 403 to any non-Admin, an anonymous Viewer too.
             refusal = _json_reply(403, {"message": "Permission denied"}, f"{identity.role} is not Admin")
             self._respond(writer, request, refusal, close=True)
             return

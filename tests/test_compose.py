@@ -172,3 +172,25 @@ def test_dockerfile_builds_the_package() -> None:
 
 def test_env_file_is_git_ignored() -> None:
     assert ".env" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+
+
+def test_the_stack_does_not_let_anyone_push_without_a_token() -> None:
+    """The stand-in configured as the compose file configures Grafana: a push without a token, or with
+    an expired one, is refused 401. With [auth.anonymous] on it would be an anonymous Viewer's push,
+    answered 200 (authnimpl/service.go falls through; reqSignedIn passes it)."""
+    import httpx
+
+    from tests.fixtures_grafana import DEFAULT_TOKENS, DEFAULT_USERS, EXPIRED_TOKEN
+    from tests.grafana_standin import GrafanaLiveStandIn
+
+    setting = str(SERVICES["grafana"]["environment"].get("GF_AUTH_ANONYMOUS_ENABLED", "false"))
+    for name, default in re.findall(r"\$\{(\w+):-([^}]*)\}", setting):  # what .env.example resolves it to
+        setting = setting.replace(f"${{{name}:-{default}}}", _env_example().get(name, default))
+    with GrafanaLiveStandIn(tokens=DEFAULT_TOKENS, users=DEFAULT_USERS,
+                            anonymous_enabled=setting.lower() == "true") as grafana:
+        anyone = httpx.post(grafana.push_url("eeg"), content=b"Fz a=1 1", timeout=10)
+        expired = httpx.post(grafana.push_url("eeg"), content=b"Fz a=1 1", timeout=10,
+                             headers={"Authorization": f"Bearer {EXPIRED_TOKEN}"})
+        assert (anyone.status_code, expired.status_code) == (401, 401)
+        assert grafana.frames_published() == {}
+    assert setting == "false"

@@ -776,10 +776,11 @@ def _live_panel(channel: str, title: str = "p") -> dict:
     return {"type": "heatmap", "title": title, "datasource": {"uid": "grafana"}, "targets": [{"channel": channel}]}
 
 
-def test_a_client_subscribes_to_at_most_128_channels() -> None:
+def test_a_client_subscribes_to_at_most_128_channels_one_of_them_the_dashboard_watcher() -> None:
+    # dashboardWatcher.ts holds grafana/dashboard/uid/<uid>: panels get 127 of the 128.
     board = _board([], [_live_panel(f"stream/eeg/c{i}", f"c{i}") for i in range(130)])
     view = render_dashboard(board)
-    assert [p.title for p in view.panels if not p.shows_data] == ["c128", "c129"]
+    assert [p.title for p in view.panels if not p.shows_data] == ["c127", "c128", "c129"]
     assert CLIENT_CHANNEL_LIMIT == 128
 
 
@@ -802,3 +803,81 @@ def test_saving_a_locked_provisioned_dashboard_is_refused(grafana_live: GrafanaL
     assert (saved.status_code, saved.json()) == (400, {"message": "Cannot save provisioned dashboard"})
     viewer = _sa(grafana_live, "POST", "/api/dashboards/db", {"dashboard": {"uid": "e"}}, headers=bearer(VIEWER_TOKEN))
     assert viewer.status_code == 403
+
+
+# ---- anonymous access, dashboard folders, the provisioner, the dashboard watcher, the home page ----
+
+
+def test_with_anonymous_access_a_failed_or_missing_token_pushes_as_an_anonymous_viewer(
+    grafana_live_factory: GrafanaLiveFactory,
+) -> None:
+    """authnimpl/service.go falls through to the anonymous client; reqSignedIn passes it; ReqOrgAdmin does not."""
+    standin = grafana_live_factory(anonymous_enabled=True)
+    for headers in ({}, bearer(EXPIRED_TOKEN), bearer("glsa_nobody_knows_this_one")):
+        assert httpx.post(standin.push_url(), content=b"Fz a=1 1", headers=headers, timeout=10).status_code == 200
+    assert [r.identity for r in standin.requests()] == ["anonymous"] * 3
+    assert standin.frames_published()[FZ] == 3
+    with pytest.raises(InvalidStatus) as refused:
+        connect(standin.ws_push_url(), additional_headers=bearer(EXPIRED_TOKEN), open_timeout=10)
+    assert refused.value.response.status_code == 403
+    wrong = httpx.get(f"{standin.url}/api/serviceaccounts/search", auth=(ADMIN_USER, "wrong"), timeout=10)
+    assert wrong.status_code == 403
+
+
+def test_without_anonymous_access_the_same_requests_are_401(grafana_live: GrafanaLiveStandIn) -> None:
+    for headers in ({}, bearer(EXPIRED_TOKEN)):
+        assert httpx.post(grafana_live.push_url(), content=b"Fz a=1 1", headers=headers, timeout=10).status_code == 401
+    wrong = httpx.get(f"{grafana_live.url}/api/serviceaccounts/search", auth=(ADMIN_USER, "wrong"), timeout=10)
+    assert wrong.status_code == 401
+    assert grafana_live.frames_published() == {}
+
+
+def _live_template() -> dict:
+    return {"uid": "live", "title": "Live", "templating": {"list": [{"name": "channel", "type": "custom", "query": ""}]},
+            "panels": []}
+
+
+def test_a_save_without_folder_uid_moves_a_provisioned_dashboard_and_the_provisioner_puts_the_file_back(
+    grafana_live: GrafanaLiveStandIn,
+) -> None:
+    """postDashboard/GetDashboardModel take the folder from the command; file_reader.go's "fix empty
+    folder_uid" re-saves the file into the provider's folder. Each save is one reload event."""
+    grafana_live.provision_dashboard(_live_template(), allow_ui_updates=True, folder_uid="f1")
+    edited = {**_live_template(), "templating": {"list": [{"name": "channel", "type": "custom", "query": "Fz"}]}}
+    saved = httpx.post(f"{grafana_live.url}/api/dashboards/db", headers=bearer(EDITOR_TOKEN), timeout=10,
+                       json={"dashboard": edited, "overwrite": True})
+    assert saved.json()["version"] == 2
+    assert grafana_live.dashboard_folder("live") == ""
+    assert grafana_live.run_provisioner() == ["live"]
+    assert grafana_live.dashboard_folder("live") == "f1"
+    assert grafana_live.dashboard("live")["templating"]["list"][0]["query"] == ""  # the edit is gone
+    assert grafana_live.dashboard_reloads("live") == 2  # the API save and the provisioner's
+    assert grafana_live.run_provisioner() == []  # back in its folder: nothing more to fix
+
+
+def test_an_editor_may_be_refused_the_root_folder(grafana_live_factory: GrafanaLiveFactory) -> None:
+    standin = grafana_live_factory(editors_may_create_in_root=False)
+    post = {"dashboard": _live_template(), "overwrite": True}
+    root = httpx.post(f"{standin.url}/api/dashboards/db", headers=bearer(EDITOR_TOKEN), json=post, timeout=10)
+    folder = httpx.post(f"{standin.url}/api/dashboards/db", headers=bearer(EDITOR_TOKEN), timeout=10,
+                        json={**post, "folderUid": "f1"})
+    assert (root.status_code, folder.status_code) == (403, 200)
+    assert standin.dashboard_folder("live") == "f1" and standin.dashboard_reloads("live") == 1
+
+
+def test_the_home_dashboard_is_read_from_disk_on_every_request(
+    grafana_live_factory: GrafanaLiveFactory, tmp_path: Path
+) -> None:
+    """GetHomeDashboard reads default_home_dashboard_path; an API save under the same uid changes nothing."""
+    home = tmp_path / "home.json"
+    home.write_text(json.dumps({**_live_template(), "title": "From the file"}), encoding="utf-8")
+    standin = grafana_live_factory(home_dashboard_path=str(home))
+    httpx.post(f"{standin.url}/api/dashboards/db", headers=bearer(EDITOR_TOKEN), timeout=10,
+               json={"dashboard": {**_live_template(), "title": "Saved"}, "folderUid": "f1", "overwrite": True})
+
+    def title() -> str:
+        return httpx.get(f"{standin.url}/api/dashboards/home", headers=bearer(VIEWER_TOKEN), timeout=10).json()["dashboard"]["title"]
+
+    assert title() == "From the file"
+    home.write_text(json.dumps({**_live_template(), "title": "Edited file"}), encoding="utf-8")
+    assert title() == "Edited file"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import httpx
 import pytest
@@ -393,3 +394,66 @@ def test_bridge_start_mints_with_the_push_modes_role_and_ttl(grafana_live_factor
     (minted,) = account["token_list"]
     assert account["name"] == account_name and minted["name"].startswith(f"{account_name}-rig7-")
     assert 7000 < minted["secondsUntilExpiration"] <= 7200
+
+
+def test_live_sink_renews_its_token_before_it_expires_with_anonymous_access_on(
+    grafana_live_factory: GrafanaLiveFactory,
+) -> None:
+    """With [auth.anonymous] on, an expired token becomes an anonymous Viewer (authnimpl/service.go) whose
+    HTTP push still answers 200 (reqSignedIn): no 401 ever asks for renewal. The sink replaces its
+    minted token from its known lifetime instead, so no push is ever taken for anonymous."""
+    import numpy as np
+    from pydantic import SecretStr
+
+    from bridge.config import GrafanaSettings
+    from bridge.frame import FrameLayout, SpectrumFrame
+    from bridge.observe.metrics import Metrics
+    from bridge.sinks.grafana_live import GrafanaLiveSink
+
+    standin = grafana_live_factory(anonymous_enabled=True)
+    ttl = 3
+    settings = GrafanaSettings(standin.url, None, "eeg", "http", ADMIN_USER, SecretStr(ADMIN_PASSWORD), 5.0, 4,
+                               TlsSettings(None, False), token_ttl_sec=ttl)
+    minted: list[str] = []
+
+    def mint() -> SecretStr:
+        minted.append(_standin_token(standin, role="Editor", seconds_to_live=ttl))
+        return SecretStr(minted[-1])
+
+    sink = GrafanaLiveSink(settings, Metrics().sink("grafana"), token=mint(), renew=mint)
+    layout = FrameLayout("s", ("Fz",), np.array([1.0, 2.0]), 250.0)
+    first_expires = time.time() + ttl
+    seq = 0
+
+    def pushed_well_after_first_expiry() -> bool:
+        nonlocal seq
+        seq += 1
+        sink.offer(SpectrumFrame(layout, seq, seq * 10**9, seq * 10**9, np.zeros((1, 2), np.float32)))
+        return any(r.received_ns / 1e9 > first_expires + ttl for r in standin.requests() if r.status == 200)
+
+    sink.start()
+    try:
+        standin.wait_for(pushed_well_after_first_expiry, timeout=60, what="pushes two lifetimes on")
+    finally:
+        sink.close(5)
+    pushes = [r for r in standin.requests() if r.target.startswith("/api/live/push/")]
+    assert {r.identity for r in pushes} == {"sa:eeg-bridge-editor"}  # never anonymous
+    assert standin.status_counts()[401] == 0
+    assert len(minted) >= 3 and len(set(minted)) == len(minted)
+
+
+def test_a_wrong_admin_password_with_anonymous_access_on_is_explained_as_a_possible_wrong_login(
+    grafana_live_factory: GrafanaLiveFactory,
+) -> None:
+    """authnimpl/service.go: the failed password falls through to the anonymous Viewer, refused 403 by the
+    service-account API; the message must not blame only the role, and never holds the password."""
+    standin = grafana_live_factory(anonymous_enabled=True)
+    with pytest.raises(GrafanaTokenError) as caught:
+        obtain_push_token(standin.url, ADMIN_USER, "not-the-password", attempts=1)
+    assert str(caught.value) == (
+        "Grafana refused the service-account API to GRAFANA_ADMIN_USER (403): either the login is wrong "
+        "(with anonymous access on, Grafana answers a wrong password with 403, not 401) "
+        "or the user lacks the Admin role in the organisation."
+    )
+    assert "not-the-password" not in str(caught.value)
+    assert [r.status for r in standin.requests()] == [403]

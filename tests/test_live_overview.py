@@ -19,6 +19,7 @@ from bridge.config import GrafanaSettings, TlsSettings
 from bridge.frame import Band, ChannelQuality, FrameLayout, SpectrumFrame
 from bridge.observe.metrics import Metrics
 from bridge.sinks import grafana_layout
+from bridge.sinks.grafana_dashboard import owned_dashboard_uid
 from bridge.sinks.grafana_live import GrafanaLiveSink
 from tests.bridge_process import wait_until
 from tests.fixtures_grafana import ADMIN_PASSWORD, ADMIN_USER, EDITOR_TOKEN, grafana_live, grafana_live_factory  # noqa: F401
@@ -27,6 +28,8 @@ from tests.grafana_standin import CLIENT_CHANNEL_LIMIT, GrafanaLiveStandIn, live
 
 BANDS = (Band("delta", 1, 4), Band("theta", 4, 8), Band("alpha", 8, 13), Band("beta", 13, 30), Band("gamma", 30, 45))
 CHANNELS = tuple(f"E{i}" for i in range(1, 257))
+#: The live dashboard the bridge of stream "eeg" owns and keeps current (the provisioned one is its template).
+OWNED = owned_dashboard_uid("eeg")
 
 
 def _frame(layout: FrameLayout, seq: int, band_db: np.ndarray | None, state: np.ndarray | None) -> SpectrumFrame:
@@ -128,10 +131,10 @@ def test_live_dashboard_shows_256_channels_live_with_influxdb_down(
     times = [1_700_000_000 * 10**9 + k * PERIOD_NS for k in range(6)]
     _run_frames(standin, layout, times, bands=True)
     standin.wait_for(
-        lambda: "E1" in json.dumps(standin.dashboard(grafana_layout.LIVE_DASHBOARD_UID)["templating"]),
+        lambda: "E1" in json.dumps(standin.dashboard(OWNED)["templating"]),
         timeout=30, what="the bridge's update of the live dashboard",
     )
-    view = standin.open_dashboard(grafana_layout.LIVE_DASHBOARD_UID, query_variable=_influxdb_down)
+    view = standin.open_dashboard(OWNED, query_variable=_influxdb_down)
     live = view.live_panels()
     detail = [p for p in live if p.title.endswith(": live")]
     assert [p.title for p in detail] == [f"{c}: live" for c in CHANNELS[: grafana_layout.DETAIL_CHANNELS_DEFAULT]]
@@ -165,8 +168,20 @@ def test_selecting_every_channel_of_256_passes_the_client_limit() -> None:
     board["templating"]["list"] = [variable if v["name"] == "channel" else v for v in board["templating"]["list"]]
     view = render_dashboard(board, query_variable=_influxdb_down)
     refused = [p for p in view.live_panels() if not p.shows_data]
-    assert len(refused) == 6 + 256 - CLIENT_CHANNEL_LIMIT
-    assert grafana_layout.max_detail_channels() == CLIENT_CHANNEL_LIMIT - 6
+    # the page's own dashboardWatcher subscription (grafana/dashboard/uid/<uid>) takes one of the 128
+    assert len(refused) == 6 + 256 - (CLIENT_CHANNEL_LIMIT - 1)
+    assert grafana_layout.max_detail_channels() == 121
+
+
+def test_the_largest_allowed_detail_selection_shows_every_panel() -> None:
+    """max_detail_channels() detail spectrograms, the overview and the dashboard watcher fit in 128."""
+    board = _live_board()
+    limit = grafana_layout.max_detail_channels()
+    variable = grafana_layout.channel_variable(list(CHANNELS), selected=limit)
+    board["templating"]["list"] = [variable if v["name"] == "channel" else v for v in board["templating"]["list"]]
+    view = render_dashboard(board, query_variable=_influxdb_down)
+    assert [p.title for p in view.live_panels() if not p.shows_data] == []
+    assert len(view.subscriptions()) == 6 + 121
 
 
 def test_a_dropped_frame_keeps_every_cell_one_frame_wide(grafana_live: GrafanaLiveStandIn) -> None:  # noqa: F811
@@ -187,19 +202,18 @@ def test_a_dropped_frame_keeps_every_cell_one_frame_wide(grafana_live: GrafanaLi
     assert {v for k, v in quality[4].values.items() if k != "labels"} == {float(grafana_layout.FILL_STATE)}
 
 
-def test_dashboard_sync_is_refused_for_a_locked_provisioned_dashboard(grafana_live: GrafanaLiveStandIn) -> None:  # noqa: F811
-    from bridge.sinks.grafana_dashboard import DashboardSyncError, sync_live_dashboard
+def test_dashboard_sync_only_reads_a_locked_provisioned_dashboard(grafana_live: GrafanaLiveStandIn) -> None:  # noqa: F811
+    """The provisioned dashboard is the template: locked (allowUiUpdates false) or not, it is never saved."""
+    from bridge.sinks.grafana_dashboard import sync_live_dashboard
 
-    grafana_live.provision_dashboard(_live_board(), allow_ui_updates=False)
-    try:
-        sync_live_dashboard(grafana_live.url, SecretStr(EDITOR_TOKEN), "eeg", ["Fz"], 4.0)
-    except DashboardSyncError as exc:
-        assert "allowUiUpdates" in str(exc)
-    else:
-        raise AssertionError("a locked provisioned dashboard must be refused")
+    grafana_live.provision_dashboard(_live_board(), allow_ui_updates=False, folder_uid="eeg-folder")
+    assert sync_live_dashboard(grafana_live.url, SecretStr(EDITOR_TOKEN), "eeg", ["Fz"], 4.0) == 1
     response = httpx.get(f"{grafana_live.url}/api/dashboards/uid/{grafana_layout.LIVE_DASHBOARD_UID}",
                          headers={"Authorization": f"Bearer {EDITOR_TOKEN}"})
-    assert "E1" not in response.text and response.json()["meta"]["provisioned"] is True
+    assert "Fz" not in json.dumps(response.json()["dashboard"]["templating"])
+    assert response.json()["meta"]["provisioned"] is True and response.json()["dashboard"]["version"] == 1
+    assert grafana_live.dashboard_folder(OWNED) == "eeg-folder"
+    assert grafana_live.dashboard_reloads(grafana_layout.LIVE_DASHBOARD_UID) == 0
 
 
 # ---- the whole bridge: no InfluxDB at all, only an admin login for Grafana ------------------------
@@ -226,11 +240,11 @@ def test_bridge_without_influxdb_fills_the_live_dashboard(grafana_live, bridges,
     assert player.done.wait(60)
 
     def listed() -> bool:
-        board = grafana_live.dashboard(grafana_layout.LIVE_DASHBOARD_UID) or {}
+        board = grafana_live.dashboard(OWNED) or {}
         return "E20" in json.dumps(board.get("templating", {}))
 
     wait_until(listed, 60, process.output)
-    view = grafana_live.open_dashboard(grafana_layout.LIVE_DASHBOARD_UID, query_variable=_influxdb_down)
+    view = grafana_live.open_dashboard(OWNED, query_variable=_influxdb_down)
     live = view.live_panels()
     assert [p.title for p in live if p.title.endswith(": live")] == [f"E{i}: live" for i in range(1, 9)]
     assert all(p.shows_data for p in live)
@@ -319,9 +333,92 @@ def test_a_failed_dashboard_update_is_tried_again(grafana_live: GrafanaLiveStand
             nonlocal k
             _offer_and_wait(grafana_live, sink, layout, k)
             k += 1
-            board = grafana_live.dashboard(grafana_layout.LIVE_DASHBOARD_UID) or {}
+            board = grafana_live.dashboard(OWNED) or {}
             return "Cz" in json.dumps(board.get("templating", {}))
 
         grafana_live.wait_for(updated, timeout=30, what="the dashboard update after the retry")
     finally:
         sink.close(5)
+
+
+# ---- the live dashboard against Grafana's provisioner and dashboard watcher (issue 17, point 5) ----
+
+#: The provider's folder (provisioning/dashboards/eeg-bridge.yaml, folder: EEG), as Grafana names it.
+EEG_FOLDER = "eeg-folder-uid"
+
+
+def _sync(standin: GrafanaLiveStandIn, channels: list[str]) -> int:
+    from bridge.sinks.grafana_dashboard import sync_live_dashboard
+
+    return sync_live_dashboard(standin.url, SecretStr(EDITOR_TOKEN), "eeg", channels, 31.25)
+
+
+def _detail_options(board: dict | None) -> list[str]:
+    (variable,) = [v for v in (board or {})["templating"]["list"] if v["name"] == "channel"]
+    return [o["value"] for o in variable["options"]]
+
+
+def test_the_provisioner_does_not_undo_the_live_dashboard(grafana_live: GrafanaLiveStandIn) -> None:  # noqa: F811
+    """file_reader.go's "fix empty folder_uid" re-saves a provisioned file's dashboard found in the root
+    folder: the bridge must leave the provisioned dashboard where (and as) the file put it."""
+    grafana_live.provision_dashboard(_live_board(), allow_ui_updates=True, folder_uid=EEG_FOLDER)
+    _sync(grafana_live, ["Fz", "Cz"])
+    assert grafana_live.run_provisioner() == []  # updateIntervalSeconds later: nothing to put back
+    assert grafana_live.dashboard_folder(grafana_layout.LIVE_DASHBOARD_UID) == EEG_FOLDER
+    owned = "eeg-live-spectrogram-eeg"
+    assert _detail_options(grafana_live.dashboard(owned)) == ["Fz", "Cz"]
+    assert grafana_live.dashboard_folder(owned) == EEG_FOLDER
+    view = grafana_live.open_dashboard(owned, query_variable=_influxdb_down)
+    assert [p.title for p in view.live_panels() if p.title.endswith(": live")] == ["Fz: live", "Cz: live"]
+    assert max(p.max_data_points or 0 for p in view.live_panels()) == grafana_layout.live_buffer_rows(31.25)
+
+
+def test_a_restart_with_the_same_layout_reloads_no_viewer(grafana_live: GrafanaLiveStandIn) -> None:  # noqa: F811
+    """Every save publishes on grafana/dashboard/uid/<uid> and dashboardWatcher.ts reloads each open page:
+    three bridge starts with one layout save once; a new channel list saves once more."""
+    grafana_live.provision_dashboard(_live_board(), allow_ui_updates=True, folder_uid=EEG_FOLDER)
+    versions = [_sync(grafana_live, ["Fz", "Cz"]) for _ in range(3)]
+    owned = "eeg-live-spectrogram-eeg"
+    assert versions == [1, 1, 1]
+    assert grafana_live.dashboard_reloads(owned) == 1
+    assert grafana_live.dashboard_reloads(grafana_layout.LIVE_DASHBOARD_UID) == 0
+    assert _sync(grafana_live, ["Fz", "Cz", "Pz"]) == 2
+    assert grafana_live.dashboard_reloads(owned) == 2
+
+
+def test_an_editor_who_may_not_create_in_the_root_folder_still_syncs(grafana_live_factory) -> None:  # noqa: F811
+    """A save without folderUid goes to the root folder (GetDashboardModel), refused 403 where Editors
+    may not create there; the bridge saves into the provisioned dashboard's folder instead."""
+    standin = grafana_live_factory(editors_may_create_in_root=False)
+    standin.provision_dashboard(_live_board(), allow_ui_updates=True, folder_uid=EEG_FOLDER)
+    assert _sync(standin, ["Fz"]) == 1
+    assert standin.status_counts()[403] == 0
+    assert _detail_options(standin.dashboard("eeg-live-spectrogram-eeg")) == ["Fz"]
+
+
+def test_scaling_doc_states_grafanas_live_limits() -> None:
+    """docs/scaling.md gives the detail limit the code enforces and Grafana's per-instance connection cap."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "scaling.md").read_text(encoding="utf-8")
+    assert f"{grafana_layout.max_detail_channels()} at most" in text
+    assert "`[live] max_connections` (default **100**" in text
+    assert "122" not in text
+
+
+def test_the_home_page_leads_to_the_dashboard_the_bridge_keeps_current(grafana_live_factory) -> None:  # noqa: F811
+    """GetHomeDashboard (pkg/api/dashboard.go) serves default_home_dashboard_path from disk, never what
+    the API saved: the compose stack's home page is the provisioned file, so that file must link to the
+    bridge's own copy, and the copy must list the stream's channels."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    home = compose["services"]["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    standin = grafana_live_factory(home_dashboard_path=str(ROOT / "dashboards" / Path(home).name))
+    standin.provision_dashboard(_live_board(), allow_ui_updates=_allow_ui_updates(), folder_uid=EEG_FOLDER)
+    _sync(standin, ["Fz", "Cz"])
+    page = httpx.get(f"{standin.url}/api/dashboards/home", headers={"Authorization": f"Bearer {EDITOR_TOKEN}"},
+                     timeout=10).json()["dashboard"]
+    assert "Fz" not in json.dumps(page["templating"])  # the file, as Grafana serves it
+    (stream,) = [v["current"]["value"] for v in page["templating"]["list"] if v["name"] == "live_stream"]
+    urls = [link["url"].replace("${live_stream}", stream) for link in page["links"] if link["type"] == "link"]
+    assert urls == ["/d/eeg-live-spectrogram-eeg"]
+    owned = standin.dashboard("eeg-live-spectrogram-eeg")
+    assert _detail_options(owned) == ["Fz", "Cz"]
+    assert [link["type"] for link in (owned or {})["links"]] == ["dashboards"]  # no link to itself

@@ -1,14 +1,17 @@
-"""Keep the provisioned live dashboard current: its channel list, stream id and buffer length.
+"""Keep the bridge's own live dashboard current: its channel list, stream id and buffer length.
 
 Why the bridge writes to the dashboard: a dashboard variable that asks InfluxDB for the channels
 (``SHOW TAG VALUES``) leaves the live dashboard without any live panel when InfluxDB is down, empty or
 absent, although Grafana Live receives every frame (a row repeated over a variable without values
 is rendered once as an empty placeholder, dashboard-scene RowRepeaterBehavior.ts). Only the bridge
-knows the stream's channels and frame rate without InfluxDB, so when it has a credential that may save dashboards (its Editor/Admin token) it rewrites
-``$channel`` (a custom variable, no datasource), ``$live_stream`` and the Live panels' Max data
-points through ``GET /api/dashboards/uid/<uid>`` and ``POST /api/dashboards/db``
-(pkg/api/dashboard.go). The provider must allow it (``allowUiUpdates: true``): Grafana answers 400
-"Cannot save provisioned dashboard" otherwise (pkg/services/dashboards/errors.go).
+knows the stream's channels and frame rate without InfluxDB, so when it has a credential that may
+save dashboards (its Editor/Admin token) it writes ``$channel`` (a custom variable, no datasource),
+``$live_stream`` and the Live panels' Max data points into a dashboard of its own, one per stream
+(``owned_dashboard_uid``), made from the provisioned live dashboard and saved in its folder
+(``GET /api/dashboards/uid/<uid>``, ``POST /api/dashboards/db`` with ``folderUid``,
+pkg/api/dashboard.go). The provisioned dashboard is never saved: the file provisioner would put its
+file back (file_reader.go), and every save reloads every open viewer (dashboardWatcher.ts), so the
+owned one is saved only when its content changes.
 
 A failure is logged once and never stops the live push.
 """
@@ -64,28 +67,77 @@ def updated_live_dashboard(board: dict[str, Any], stream_id: str, channels: Sequ
     return board
 
 
+owned_dashboard_uid = layout.owned_dashboard_uid
+
+
+def owned_live_dashboard(template: dict[str, Any], current: dict[str, Any] | None, stream_id: str,
+                         channels: Sequence[str], frame_rate_hz: float | None) -> dict[str, Any]:
+    """The bridge's own live dashboard for the stream: the provisioned one's panels, its own uid.
+
+    ``current`` is the owned dashboard as Grafana has it (None before the first save): its detail
+    selection is kept, so a user's choice of channels survives the bridge's restarts.
+    """
+    board = {k: v for k, v in template.items() if k not in ("id", "version")}
+    board["uid"] = owned_dashboard_uid(stream_id)
+    board["title"] = f"{template.get('title', 'EEG live spectrogram')} - {stream_id}"
+    tags = [t for t in board.get("tags", []) if t != "provisioned"]
+    board["tags"] = sorted({*tags, "eeg-bridge"})
+    # The template's link to this very copy (for the home page, which shows the template).
+    board["links"] = [link for link in board.get("links", []) if link.get("title") != layout.OWNED_DASHBOARD_LINK_TITLE]
+    if current is not None:
+        chosen = next((v for v in current.get("templating", {}).get("list", [])
+                       if v.get("name") == layout.CHANNEL_VARIABLE), None)
+        if chosen is not None:
+            board["templating"] = {**board.get("templating", {}), "list": [
+                {**v, "current": chosen.get("current", {})} if v.get("name") == layout.CHANNEL_VARIABLE else v
+                for v in board.get("templating", {}).get("list", [])
+            ]}
+    return updated_live_dashboard(board, stream_id, channels, frame_rate_hz)
+
+
 def sync_live_dashboard(base_url: str, token: SecretStr, stream_id: str, channels: Sequence[str],
                         frame_rate_hz: float | None, *, verify: ssl.SSLContext | bool = True,
                         timeout: float = 5.0, uid: str = layout.LIVE_DASHBOARD_UID) -> int:
-    """Rewrite the live dashboard for this stream; return the saved version."""
+    """Make the bridge's own live dashboard of this stream current; return its version.
+
+    Why not save the provisioned dashboard ``uid`` itself, as this did before: a save takes its
+    folder from the command (pkg/api/dashboard.go postDashboard, dashboard_service.go
+    GetDashboardModel), the file provisioner then puts the file's version back within
+    updateIntervalSeconds (file_reader.go, "fix empty folder_uid"), and every save makes each open
+    viewer reload (dashboardWatcher.ts). So the provisioned dashboard is only read, as the
+    template, and the bridge writes its own (``owned_dashboard_uid``), in the template's folder,
+    which no file provisions. It is saved only when what the bridge would write differs from what
+    Grafana holds: a restart with the same layout saves nothing and reloads no viewer.
+    """
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
     base = base_url.rstrip("/")
+    own = owned_dashboard_uid(stream_id)
     try:
         with httpx.Client(verify=verify, headers=headers, timeout=timeout) as client:
             got = client.get(f"{base}/api/dashboards/uid/{uid}")
             if got.status_code == 404:
                 raise DashboardSyncError(f"Grafana has no dashboard '{uid}': provision dashboards/ (see docker-compose.yml).")
             _check(got, "read")
-            board = got.json()["dashboard"]
-            new = updated_live_dashboard(board, stream_id, channels, frame_rate_hz)
+            template, folder_uid = got.json()["dashboard"], str(got.json().get("meta", {}).get("folderUid") or "")
+            mine = client.get(f"{base}/api/dashboards/uid/{own}")
+            current = None
+            if mine.status_code != 404:
+                _check(mine, "read")
+                current = mine.json()["dashboard"]
+            new = owned_live_dashboard(template, current, stream_id, channels, frame_rate_hz)
+            if current is not None:
+                same_folder = str(mine.json().get("meta", {}).get("folderUid") or "") == folder_uid
+                if same_folder and {k: v for k, v in current.items() if k not in ("id", "version")} == new:
+                    return int(current.get("version", 0))
             saved = client.post(f"{base}/api/dashboards/db", json={
-                "dashboard": new, "overwrite": True, "message": f"eeg-bridge: channels of stream {stream_id}",
+                "dashboard": new, "folderUid": folder_uid, "overwrite": True,
+                "message": f"eeg-bridge: channels of stream {stream_id}",
             })
             _check(saved, "save")
             return int(saved.json().get("version", 0))
     except httpx.HTTPError as exc:
         raise DashboardSyncError(f"cannot reach Grafana at {base} ({type(exc).__name__}).") from None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise DashboardSyncError("Grafana's dashboard answer was not the JSON expected.") from None
 
 
@@ -97,7 +149,7 @@ def _check(response: httpx.Response, what: str) -> None:
     except ValueError:
         message = response.reason_phrase
     hint = {
-        400: " (for a provisioned dashboard set allowUiUpdates: true in provisioning/dashboards/)",
+        400: " (Grafana refused the bridge's own live dashboard)",
         401: " (the token is not valid)",
         403: " (the token's role may not save dashboards: Editor or Admin)",
     }.get(response.status_code, "")

@@ -12,6 +12,7 @@ Grafana's API (``bridge/sinks/grafana_dashboard.py``). Numbers follow Grafana's 
   points must hold the window at the frame rate, :func:`live_buffer_rows`.
 """
 
+import hashlib
 import math
 from typing import Any, Sequence
 
@@ -40,6 +41,39 @@ FILL_DB = -1e9
 FILL_STATE = -1
 
 
+#: Title of the provisioned live dashboard's link to the bridge's own copy (GetHomeDashboard serves
+#: the provisioned file as the home page, so the home page must lead to the copy).
+OWNED_DASHBOARD_LINK_TITLE = "Live dashboard of this stream (kept current by eeg-bridge)"
+
+
+def owned_dashboard_uid(stream_id: str) -> str:
+    """Uid of the live dashboard the bridge of ``stream_id`` owns and saves (Grafana allows 40 characters).
+
+    Stream ids up to 19 characters give ``eeg-live-spectrogram-<stream id>``, which the provisioned
+    dashboard's link names; longer ones a hash (the link then misses, the EEG dropdown still lists it).
+    """
+    uid = f"{LIVE_DASHBOARD_UID}-{stream_id}"
+    if len(uid) <= 40:
+        return uid
+    return f"{LIVE_DASHBOARD_UID}-{hashlib.sha256(stream_id.encode()).hexdigest()[:18]}"
+
+
+def owned_dashboard_link() -> dict[str, Any]:
+    """The provisioned live dashboard's link to the bridge's copy for the stream id in its box."""
+    return {
+        "title": OWNED_DASHBOARD_LINK_TITLE,
+        "type": "link",
+        "url": f"/d/{LIVE_DASHBOARD_UID}-${{{STREAM_ID_VARIABLE}}}",
+        "icon": "dashboard",
+        "tooltip": "The copy of this dashboard that eeg-bridge keeps current with the stream's channels",
+        "asDropdown": False,
+        "includeVars": False,
+        "keepTime": True,
+        "targetBlank": False,
+        "tags": [],
+    }
+
+
 def live_buffer_rows(frame_rate_hz: float, window_sec: float = LIVE_WINDOW_SEC) -> int:
     """Max data points that keep ``window_sec`` of rows at ``frame_rate_hz``: rate x window x 1.25,
     rounded up to 100. The 25 % margin absorbs timing jitter; the browser trims to the window anyway."""
@@ -51,9 +85,18 @@ def overview_subscriptions(bands: Sequence[str] = DEFAULT_BANDS) -> int:
     return len(bands) + 1
 
 
+#: Subscriptions the dashboard page holds itself: dashboardWatcher.ts
+#: (public/app/features/live/dashboard/) subscribes to grafana/dashboard/uid/<uid> to learn of saves.
+DASHBOARD_PAGE_SUBSCRIPTIONS = 1
+
+
 def max_detail_channels(bands: Sequence[str] = DEFAULT_BANDS) -> int:
-    """Detail spectrograms one browser can show before Centrifuge refuses subscriptions."""
-    return CLIENT_CHANNEL_LIMIT - overview_subscriptions(bands)
+    """Detail spectrograms one browser can show before Centrifuge refuses subscriptions.
+
+    128 per client, less the overview's band and quality channels, less the page's own
+    dashboard-watcher subscription: 121 with the default five bands.
+    """
+    return CLIENT_CHANNEL_LIMIT - overview_subscriptions(bands) - DASHBOARD_PAGE_SUBSCRIPTIONS
 
 
 def channel_variable(channels: Sequence[str], selected: int = DETAIL_CHANNELS_DEFAULT) -> dict[str, Any]:
@@ -76,6 +119,7 @@ def channel_variable(channels: Sequence[str], selected: int = DETAIL_CHANNELS_DE
         "hide": 0,
         "description": (
             f"Kept current by eeg-bridge. Each selected channel is one Grafana Live subscription; one browser "
-            f"may hold {CLIENT_CHANNEL_LIMIT}, the overview uses {overview_subscriptions()}."
+            f"may hold {CLIENT_CHANNEL_LIMIT}, the overview uses {overview_subscriptions()} and the page itself "
+            f"{DASHBOARD_PAGE_SUBSCRIPTIONS}."
         ),
     }

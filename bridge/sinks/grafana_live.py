@@ -119,6 +119,10 @@ class _OverviewLines:
         return body, (bands.values_skipped if bands else 0) + quality.values_skipped
 
 
+#: A token the bridge minted is replaced once this fraction of its lifetime has passed.
+RENEW_AT_FRACTION = 0.8
+#: After a renewal that produced no token (Grafana down, login refused), the next try waits this long.
+RENEW_RETRY_SEC = 30.0
 #: After a failed dashboard update, the next attempt waits this long.
 SYNC_RETRY_SEC = 30.0
 #: Placeholder rows of one push stay under this many bytes (a long outage is not replayed as a
@@ -288,13 +292,25 @@ class GrafanaLiveSink:
         *,
         token: SecretStr | None,
         renew: Callable[[], SecretStr | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``renew`` mints a fresh token (the bridge's own, which expires); it is asked on a 401."""
+        """``renew`` mints a fresh token (the bridge's own, valid ``settings.token_ttl_sec``).
+
+        Why renewal cannot wait for a 401: with anonymous access on, Grafana turns an expired token
+        into an anonymous Viewer (pkg/services/authn/authnimpl/service.go) that HTTP push lets
+        through (reqSignedIn, pkg/middleware/auth.go), so no 401 ever comes, and a WebSocket
+        reconnect gets 403 from ReqOrgAdmin instead. So a minted token is replaced before it
+        expires, at ``RENEW_AT_FRACTION`` of its known lifetime (counted from when the sink got
+        it, which is after Grafana started its clock); a 401 still renews at once. Without
+        ``renew`` (a GRAFANA_TOKEN given by the operator) the expiry is unknown and nothing is renewed.
+        """
         self.settings = settings
         self.metrics = metrics
         self.health = SinkHealth(self.name, log)
         self._renew = renew
         self._token = token
+        self._clock = clock
+        self._renew_at = self._next_renewal(token)
         self._transport = self._open(token)
         self._encoder = LineProtocolEncoder(measurement=None, tag_channel=False, tag_stream=False)
         self._overview: _OverviewLines | None = None
@@ -313,14 +329,29 @@ class GrafanaLiveSink:
     def _open(self, token: SecretStr | None) -> _Transport:
         return WebSocketPush(self.settings, token) if self.settings.push == "ws" else HttpPush(self.settings, token)
 
-    def _renew_token(self) -> None:
+    def _next_renewal(self, token: SecretStr | None) -> float | None:
+        """When to replace ``token``: None when it is not the bridge's own (its expiry is unknown)."""
+        if self._renew is None:
+            return None
+        if token is None:  # minting failed: try again soon rather than push anonymously
+            return self._clock() + RENEW_RETRY_SEC
+        return self._clock() + RENEW_AT_FRACTION * self.settings.token_ttl_sec
+
+    def _renew_token(self, why: str) -> None:
         assert self._renew is not None
         token = self._renew()
         if token is not None:
             self._token = token
             self._transport.close()
             self._transport = self._open(token)
-            log.info("grafana: renewed the bridge's service-account token after a 401")
+            self._renew_at = self._next_renewal(token)
+            log.info("grafana: renewed the bridge's service-account token (%s)", why)
+        else:
+            self._renew_at = self._clock() + RENEW_RETRY_SEC
+
+    def _renew_if_due(self) -> None:
+        if self._renew_at is not None and self._clock() >= self._renew_at:
+            self._renew_token("before it expires" if self._token is not None else "none was obtained yet")
 
     # ---- core-facing -----------------------------------------------------------------------
     def start(self) -> None:
@@ -391,12 +422,13 @@ class GrafanaLiveSink:
         self.health.skipped(self.metrics, skipped)
         if not body:
             return
+        self._renew_if_due()
         try:
             self._transport.send(body)
         except DeliveryError as exc:
             self.metrics.drop("failed")
             if exc.status == 401 and self._renew is not None:
-                self._renew_token()
+                self._renew_token("Grafana answered 401")
             raise
         self._spectra_cadence.delivered_at(frame.time_ns)
         if overview:

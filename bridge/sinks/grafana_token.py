@@ -12,7 +12,10 @@ bridge finds (or creates) a service account and mints a token for it through Gra
   and ``serviceaccounts.ErrTokenAlreadyExists`` for a token name (names are unique per
   organisation; ``pkg/services/serviceaccounts/models.go``). Two bridges starting at once both end
   up with the one account and a token each.
-- Every token expires (``secondsToLive``); the bridge asks for a new one when Grafana answers 401.
+- Every token expires (``secondsToLive``); the live sink asks for a new one before that, from the
+  lifetime it asked for (``GrafanaLiveSink``, RENEW_AT_FRACTION), and on a 401. A 401 alone is not
+  enough: with anonymous access on, Grafana serves an expired token as an anonymous Viewer
+  (``pkg/services/authn/authnimpl/service.go``) and HTTP push answers 200.
 - No sprawl: a token is named after the bridge (``<account>-<bridge id>-<time>-<random>``); once
   the new one exists, the same bridge's earlier tokens, and any expired token of the account, are
   deleted (``DELETE /api/serviceaccounts/{id}/tokens/{tokenId}``).
@@ -217,9 +220,13 @@ class _Api:
                 "or basic auth is disabled in Grafana."
             )
         if status == 403:
+            # With [auth.anonymous] on, a wrong login falls through to an anonymous Viewer
+            # (pkg/services/authn/authnimpl/service.go), which the service-account API refuses 403:
+            # Grafana's answer cannot tell a wrong password from a missing role.
             return (
-                "The Grafana user in GRAFANA_ADMIN_USER may not manage service accounts (403): "
-                "it needs the Admin role in the organisation."
+                "Grafana refused the service-account API to GRAFANA_ADMIN_USER (403): either the login is "
+                "wrong (with anonymous access on, Grafana answers a wrong password with 403, not 401) "
+                "or the user lacks the Admin role in the organisation."
             )
         if status == 404:
             return (

@@ -85,7 +85,7 @@ def _live_cpu(channels: int, fs: float, env: tuple[tuple[str, str], ...], second
     return {"cpu_pct": result.cpu_pct, "peak_rss_mb": result.peak_rss_mb, "error": result.error,
             "rest_of_machine_pct": result.others_cpu_pct.get("rest_of_machine"),
             "live_frames": [result.frames_received, round(result.frames_expected)],
-            "grafana_stale": metrics.get('eeg_bridge_sink_frames_dropped_total{reason="stale",sink="grafana"}', 0.0)}
+            "grafana_stale": live.metric_sum(metrics, "eeg_bridge_sink_frames_dropped_total", reason="stale", sink="grafana")}
 
 
 def run(repeats: int = 5, seconds: float = 20.0, log: Any = print, live_seconds: float = 60.0, warmup: float = 10.0) -> list[dict[str, Any]]:

@@ -49,6 +49,9 @@ class Scenario:
     influx: bool = True
     #: Extra environment for the bridge (experiments: GRAFANA_PUSH=ws, malloc tuning, ...).
     env: tuple[tuple[str, str], ...] = ()
+    #: ``python -m`` arguments that start the bridge: a wrapper (``bench.memtrace``) runs the
+    #: same ``bridge run`` under a profiler, so it is measured exactly where the benchmark runs it.
+    bridge_module: tuple[str, ...] = ("bridge", "run")
 
     @property
     def hop(self) -> int:
@@ -134,6 +137,27 @@ def _metrics(port: int) -> dict[str, float]:
             except ValueError:
                 pass
     return out
+
+
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_series(key: str) -> tuple[str, dict[str, str]]:
+    """``name{a="x",b="y"}`` -> (name, labels). Matching on labels rather than on the exact
+    label string keeps every reader working when the bridge adds a label (``stream="..."``)."""
+    name, _, rest = key.partition("{")
+    return name, dict(_LABEL.findall(rest))
+
+
+def metric_sum(metrics: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of every series of ``name`` carrying at least ``labels`` (any other label, such as
+    the stream, is summed over)."""
+    total = 0.0
+    for key, value in metrics.items():
+        series, have = parse_series(key)
+        if series == name and all(have.get(k) == v for k, v in labels.items()):
+            total += value
+    return total
 
 
 def _pick(metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -223,7 +247,7 @@ def _consumer(scenario: Scenario, name: str, standin: StandinProcess, influx_url
     })
     if env.get("GRAFANA_PUSH") == "ws":
         env["GRAFANA_TOKEN"] = ADMIN_TOKEN  # Grafana: WebSocket push needs the Admin role
-    return Managed.python("bridge", ["bridge", "run"], env, workdir)
+    return Managed.python("bridge", list(scenario.bridge_module), env, workdir)
 
 
 def run(scenario: Scenario, log: Any = print, during: Callable[[int, float], None] | None = None) -> LiveResult:

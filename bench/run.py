@@ -42,6 +42,19 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _commit() -> str:
+    """The code measured: HEAD, marked dirty when the worktree differs (the README names it)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
 def _busy_note(results: dict[str, Any]) -> str:
     rest = [r["others_cpu_pct"].get("rest_of_machine") for key in ("latency", "cost") for r in results.get(key) or []]
     rest = [x for x in rest if x is not None]
@@ -80,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
         "mode": "quick" if quick else ("partial" if args.only else "full"),
+        "commit": _commit(),
         "machine": machine.facts(),
         "sections": list(sections),
         "notes": NOTES,
@@ -132,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         log("three sinks ...")
         from bench import threesinks
 
-        results["threesinks"] = threesinks.run(args.cost_seconds or (10.0 if quick else 60.0), warmup, log)
+        from bench import cost as cost_section
+
+        results["threesinks"] = threesinks.run(args.cost_seconds or (10.0 if quick else 60.0), warmup, log,
+                                               floors=cost_section.floors(results.get("cost")))
         results["threesinks_history"] = threesinks.history_footprint()
     results["elapsed_s"] = time.time() - started
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

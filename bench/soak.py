@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -45,7 +44,7 @@ from typing import Any
 
 from bench import machine
 from bench.eeg import Player, unique_name
-from bench.live import StandinProcess, _metrics, final_health
+from bench.live import StandinProcess, _metrics, final_health, parse_series
 from bench.procs import REPO, Managed, clean_env, free_port, status_kb
 from bench.standin import TOKEN
 from bridge.codecs.line_protocol import bin_field_names
@@ -254,8 +253,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             flaps = standin.get("flaps", [])
             healthy_s = _healthy_seconds(flaps, duration)
             m = stream.last_metrics
-            dropped = {re.search(r'reason="([^"]+)"', k).group(1): v for k, v in m.items()  # type: ignore[union-attr]
-                       if k.startswith("eeg_bridge_sink_frames_dropped_total{") and 'sink="grafana"' in k and v}
+            dropped: dict[str, float] = {}  # by reason, summed over any other label (stream="...")
+            for key, value in m.items():
+                series, labels = parse_series(key)
+                if series == "eeg_bridge_sink_frames_dropped_total" and labels.get("sink") == "grafana" and value:
+                    dropped[labels.get("reason", "")] = dropped.get(labels.get("reason", ""), 0.0) + value
             per_stream.append({
                 "stream": stream.name,
                 "exit_code": codes[stream.index],

@@ -407,9 +407,25 @@ def test_shared_words_stay_within_their_byte_bound() -> None:
     frames = random_frames(3, count=30)
     for f in frames:
         cache.get(f, 3)
-    per_frame = lp._compute_value_words(frames[0].power_db, 3).nbytes + frames[0].power_db.nbytes
-    assert 0 < cache._bytes <= 50_000 and len(cache._items) == 50_000 // per_frame
-    assert list(cache._items)[-1][0] is frames[-1]  # the newest are kept
+    per_frame = lp._compute_value_words(frames[0].power_db, 3).nbytes
+    assert 0 < cache._bytes <= 50_000 and len(cache) == 50_000 // per_frame
+    assert list(cache._items)[-1][0] == id(frames[-1])  # the newest are kept
+
+
+def test_shared_words_go_with_their_frame_and_never_keep_it_alive() -> None:
+    """Memory (issue 17): the cache holds words only while some sink still holds the frame."""
+    import gc
+    import weakref
+
+    cache = lp._SharedWords(max_bytes=1 << 30)
+    frames = random_frames(3, count=5)
+    words = [cache.get(f, 3) for f in frames]
+    assert cache.get(frames[2], 3) is words[2] and len(cache) == 5  # shared, not recomputed
+    ref = weakref.ref(frames[0])
+    del frames[:2], words
+    gc.collect()
+    assert ref() is None  # the cache did not keep the frame alive
+    assert len(cache) == 3 and cache._bytes == sum(lp._compute_value_words(f.power_db, 3).nbytes for f in frames)
 
 
 # ---- tables with named fields: eeg_bands, eeg_quality --------------------------------------------

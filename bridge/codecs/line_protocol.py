@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import OrderedDict
+import weakref
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
@@ -413,48 +414,71 @@ def _compute_value_words(values: np.ndarray, decimals: int) -> ValueWords:
 
 
 class _SharedWords:
-    """The value words of recent frames, computed by whichever sink encodes a frame first.
+    """The value words of frames some sink still holds, computed by whichever sink encodes first.
 
     Every sink formats the same dB values to the same digits (only the line templates around
-    them differ), so the words are made once per frame and shared. Bounded by bytes (frames
-    are kept alive by their entries), least recently used first out: a sink running far behind
-    simply recomputes, with identical output. Thread-safe; two sinks racing on one frame at
-    worst both compute it, and the first result is kept.
+    them differ), so the words are made once per frame and shared. An entry lives only as long
+    as its frame: it is keyed by a weak reference, so the cache never keeps a frame alive, and
+    the words go when the last sink lets go of the frame. (A strong-keyed LRU of 16 MB held ~40
+    frames of 256 x 129 and their words long after both sinks were done: ~16 MB of the bridge's
+    peak at 256 ch x 2 kHz, bench/memprofile.py.) ``max_bytes`` still bounds the words when a
+    sink falls far behind, least recently used first out: that sink simply recomputes, with
+    identical output. Thread-safe; two sinks racing on one frame at worst both compute it, and
+    the first result is kept.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[SpectrumFrame, int], ValueWords] = OrderedDict()
+        self._items: OrderedDict[tuple[int, int], tuple[weakref.ref[SpectrumFrame], ValueWords]] = OrderedDict()
         self._bytes = 0
+        # Weakref callbacks run wherever the frame dies (any thread, even inside this class's
+        # own locked code when an allocation triggers the GC), so they only queue the id here.
+        self._dead: deque[int] = deque()
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._purge()
+            return len(self._items)
+
+    def _purge(self) -> None:
+        while self._dead:
+            ident = self._dead.popleft()
+            for key in [k for k in self._items if k[0] == ident and self._items[k][0]() is None]:
+                self._bytes -= self._items.pop(key)[1].nbytes
 
     def get(self, frame: SpectrumFrame, decimals: int) -> ValueWords:
-        key = (frame, decimals)
+        key = (id(frame), decimals)
         with self._lock:
+            self._purge()
             found = self._items.get(key)
-            if found is not None:
+            if found is not None and found[0]() is frame:
                 self._items.move_to_end(key)
-                return found
+                return found[1]
         product = _compute_value_words(frame.power_db, decimals)
         with self._lock:
+            self._purge()
             found = self._items.get(key)
-            if found is not None:
-                return found
-            self._items[key] = product
-            self._bytes += product.nbytes + frame.power_db.nbytes
+            if found is not None and found[0]() is frame:
+                return found[1]
+            if found is not None:  # a dead frame's id reused before its callback was seen
+                self._bytes -= found[1].nbytes
+            self._items[key] = (weakref.ref(frame, lambda _ref, ident=id(frame): self._dead.append(ident)), product)
+            self._bytes += product.nbytes
             while self._bytes > self.max_bytes and len(self._items) > 1:
-                (old, _), dropped = self._items.popitem(last=False)
-                self._bytes -= dropped.nbytes + old.power_db.nbytes
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped.nbytes
         return product
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._dead.clear()
             self._bytes = 0
 
 
-#: ~40 frames of 256 x 129 (words + the frames they keep alive): more than a batch's worth.
-SHARED_WORDS = _SharedWords(16 << 20)
+#: Words of ~30 frames of 256 x 129 when a sink lags: entries normally go with their frames.
+SHARED_WORDS = _SharedWords(8 << 20)
 
 
 def shared_value_words(frame: SpectrumFrame, decimals: int = 3) -> ValueWords:

@@ -462,6 +462,7 @@ class InfluxSink:
         ends = list(itertools.accumulate(len(b) for b in bodies))
         starts = [end - len(b) for end, b in zip(ends, bodies)]
         body = b"".join(bodies)
+        del bodies  # joined: the segments' own copies need not live through the upload
         first = remaining[0].seq
         offset = self._partial[1] if self._partial is not None and self._partial[0] == first else 0
         done = 0  # segments settled (accepted or quarantined)
@@ -473,6 +474,7 @@ class InfluxSink:
             if isolate:
                 end = min(end, ends[i])
             cut = line_cut(body, offset, end)
+            part = b""  # the previous part goes before the next is sliced: one copy at a time, not two
             part = body[offset:cut]
             try:
                 writer.write(part)
